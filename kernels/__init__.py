@@ -1,0 +1,1 @@
+"""Numba kernels for rfcn (installed as ``rfcn.kernels``). This package never imports torch."""

@@ -1,0 +1,171 @@
+"""COCO-style box evaluation through pycocotools' COCOeval on the dataset's own annotations.
+
+Predictions are converted to the COCO results format (`[x, y, w, h]`, original category ids)
+and scored against the ground-truth JSON, so crowd regions, area ranges and image ids are
+handled exactly as COCOeval handles them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import logging
+import math
+from typing import Any
+
+import numpy as np
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+from torch import Tensor
+
+from rfcn.engine.distributed import all_gather_object, is_main_process
+
+logger = logging.getLogger(__name__)
+
+COCO_METRIC_NAMES: tuple[str, ...] = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+
+
+def detections_to_coco_results(
+    image_id: int,
+    output: dict[str, Tensor],
+    label_to_cat_id: dict[int, int],
+) -> list[dict[str, Any]]:
+    """One image's model output → COCO result dicts.
+
+    Args:
+        output: `boxes` Tensor[N, 4] xyxy pixels, `labels` int64 Tensor[N] in 1..C,
+            `scores` Tensor[N].
+        label_to_cat_id: contiguous label → the dataset's original category id.
+    """
+    boxes = output["boxes"].detach().cpu().double().numpy()
+    scores = output["scores"].detach().cpu().double().numpy()
+    labels = output["labels"].detach().cpu().numpy()
+    results = []
+    for (x1, y1, x2, y2), score, label in zip(boxes, scores, labels, strict=True):
+        results.append(
+            {
+                "image_id": int(image_id),
+                "category_id": int(label_to_cat_id[int(label)]),
+                "bbox": [float(x1), float(y1), float(x2 - x1), float(y2 - y1)],
+                "score": float(score),
+            }
+        )
+    return results
+
+
+def _nan_to_none(value: float) -> float | None:
+    return None if value is None or math.isnan(value) or value < 0 else float(value)
+
+
+class CocoEvaluator:
+    """Box AP via COCOeval. Results keyed AP, AP50, AP75, APs, APm, APl (fractions) + per_class.
+
+    Undefined values (e.g. APl on a split without large objects, a class without ground truth)
+    are reported as None. After `evaluate()`, `self.results` holds the COCO results list
+    (original category ids) and `self.pr_curves` maps class name → (recall, precision) arrays
+    at IoU 0.5, all areas, 100 detections.
+    """
+
+    def __init__(
+        self,
+        coco_gt: COCO,
+        label_to_cat_id: dict[int, int],
+        class_names: list[str],
+    ) -> None:
+        self.coco_gt = coco_gt
+        self.label_to_cat_id = {int(k): int(v) for k, v in label_to_cat_id.items()}
+        self.class_names = list(class_names)
+        self.results: list[dict[str, Any]] = []
+        self.pr_curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self.reset()
+
+    def reset(self) -> None:
+        self._predictions: list[dict[str, Any]] = []
+        self._image_ids: list[int] = []
+
+    def process(self, targets: list[dict[str, Any]], outputs: list[dict[str, Tensor]]) -> None:
+        for target, output in zip(targets, outputs, strict=True):
+            image_id = int(target["image_id"])
+            self._image_ids.append(image_id)
+            self._predictions.extend(
+                detections_to_coco_results(image_id, output, self.label_to_cat_id)
+            )
+
+    def evaluate(self) -> dict[str, Any]:
+        gathered = all_gather_object((self._image_ids, self._predictions))
+        if not is_main_process():
+            return {}
+        image_ids = sorted({i for ids, _ in gathered for i in ids})
+        self.results = [p for _, preds in gathered for p in preds]
+        return self._evaluate(image_ids, self.results)
+
+    def _evaluate(self, image_ids: list[int], results: list[dict[str, Any]]) -> dict[str, Any]:
+        cat_to_name = {
+            cat_id: self.class_names[label] for label, cat_id in self.label_to_cat_id.items()
+        }
+        self.pr_curves = {}
+        if not image_ids:
+            logger.warning("COCO evaluation: no images were processed")
+            return {**{k: 0.0 for k in COCO_METRIC_NAMES}, "per_class": {}, "num_images": 0}
+        if not results:
+            logger.warning("COCO evaluation: no detections; every AP is 0")
+            per_class = {
+                name: (0.0 if self.coco_gt.getAnnIds(imgIds=image_ids, catIds=[cid]) else None)
+                for cid, name in cat_to_name.items()
+            }
+            return {
+                **{k: 0.0 for k in COCO_METRIC_NAMES},
+                "per_class": per_class,
+                "num_images": len(image_ids),
+            }
+        log = io.StringIO()
+        with contextlib.redirect_stdout(log):
+            coco_dt = self.coco_gt.loadRes(copy.deepcopy(results))
+            coco_eval = COCOeval(self.coco_gt, coco_dt, iouType="bbox")
+            coco_eval.params.imgIds = image_ids
+            coco_eval.evaluate()
+            coco_eval.accumulate()
+            coco_eval.summarize()
+        logger.info("COCOeval:\n%s", log.getvalue().rstrip())
+        stats = coco_eval.stats
+        metrics: dict[str, Any] = {
+            name: _nan_to_none(float(stats[i])) for i, name in enumerate(COCO_METRIC_NAMES)
+        }
+        # precision: [T IoUs, R recall thresholds, K categories, A areas, M max-dets]
+        precision = coco_eval.eval["precision"]
+        recall_thresholds = np.asarray(coco_eval.params.recThrs)
+        per_class: dict[str, float | None] = {}
+        for k_idx, cat_id in enumerate(coco_eval.params.catIds):
+            if cat_id not in cat_to_name:
+                continue
+            name = cat_to_name[cat_id]
+            p = precision[:, :, k_idx, 0, -1]
+            valid = p[p > -1]
+            per_class[name] = float(valid.mean()) if valid.size else None
+            p50 = precision[0, :, k_idx, 0, -1]
+            if (p50 > -1).any():
+                self.pr_curves[name] = (recall_thresholds.copy(), np.clip(p50, 0.0, 1.0))
+        metrics["per_class"] = per_class
+        metrics["num_images"] = len(image_ids)
+        return metrics
+
+
+def format_coco_table(metrics: dict[str, Any]) -> str:
+    """The COCO AP table as text (percentages), per-class AP below it."""
+    header = "| " + " | ".join(f"{k:>6}" for k in COCO_METRIC_NAMES) + " |"
+    rule = "|" + "|".join("-" * 8 for _ in COCO_METRIC_NAMES) + "|"
+
+    def fmt(v: Any) -> str:
+        return f"{100 * v:6.2f}" if isinstance(v, int | float) else f"{'-':>6}"
+
+    row = "| " + " | ".join(fmt(metrics.get(k)) for k in COCO_METRIC_NAMES) + " |"
+    lines = [header, rule, row]
+    per_class = metrics.get("per_class") or {}
+    if per_class:
+        width = max(len(n) for n in per_class)
+        lines.append("")
+        lines.append(f"{'class':<{width}} | AP")
+        for name, ap in per_class.items():
+            lines.append(f"{name:<{width}} | {fmt(ap).strip()}")
+    return "\n".join(lines)

@@ -57,8 +57,10 @@ def inference_on_dataset(
             else:
                 outputs = model(images)
             outputs = [
-                {k: v.detach().float().cpu() if v.is_floating_point() else v.cpu()
-                 for k, v in out.items()}
+                {
+                    k: v.detach().float().cpu() if v.is_floating_point() else v.cpu()
+                    for k, v in out.items()
+                }
                 for out in outputs
             ]
             evaluator.process(targets, outputs)

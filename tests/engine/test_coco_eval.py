@@ -18,12 +18,22 @@ CLASS_NAMES = ["__background__", "cat", "dog"]
 
 
 def _coco(annotations: list[tuple[int, int, list[float]]], num_images: int = 3) -> COCO:
-    images = [{"id": 100 + i, "width": 400, "height": 400, "file_name": f"{i}.jpg"}
-              for i in range(num_images)]
+    images = [
+        {"id": 100 + i, "width": 400, "height": 400, "file_name": f"{i}.jpg"}
+        for i in range(num_images)
+    ]
     anns = []
     for ann_id, (image_id, cat_id, (x, y, w, h)) in enumerate(annotations, start=1):
-        anns.append({"id": ann_id, "image_id": image_id, "category_id": cat_id,
-                     "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0})
+        anns.append(
+            {
+                "id": ann_id,
+                "image_id": image_id,
+                "category_id": cat_id,
+                "bbox": [x, y, w, h],
+                "area": w * h,
+                "iscrowd": 0,
+            }
+        )
     coco = COCO()
     coco.dataset = {"images": images, "annotations": anns, "categories": CATS}
     with contextlib.redirect_stdout(io.StringIO()):

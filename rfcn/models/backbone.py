@@ -1,0 +1,167 @@
+"""Dilated ResNet trunk for R-FCN: conv4 features (stride 16) for the RPN, conv5 dilated.
+
+Shape shorthand in this module:
+    N: images in the batch, H, W: padded image height and width,
+    C4, C5: channels of conv4 / conv5 (ResNet-18: 256 / 512, ResNet-50/101: 1024 / 2048).
+
+conv5 keeps stride 16 (stride 1, dilation 2) as in the paper, so both outputs are H/16 × W/16.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import Tensor, nn
+from torchvision.models.resnet import BasicBlock, ResNet
+from torchvision.ops.misc import FrozenBatchNorm2d
+
+logger = logging.getLogger(__name__)
+
+NORMS = ("frozen_bn", "bn", "gn")
+_BN_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
+_DEPTHS = {"resnet18": 18, "resnet50": 50, "resnet101": 101}
+
+
+def norm_layer_factory(norm: str) -> Callable[[int], nn.Module]:
+    """Normalisation layer constructor for `norm` in NORMS.
+
+    "frozen_bn": BatchNorm with fixed statistics and affine (fine-tuning from ImageNet);
+    "bn": ordinary trainable BatchNorm; "gn": GroupNorm with 32 groups (or fewer for narrow
+    layers), independent of the batch size.
+    """
+    if norm == "frozen_bn":
+        return FrozenBatchNorm2d
+    if norm == "bn":
+        return nn.BatchNorm2d
+    if norm == "gn":
+        return lambda c: nn.GroupNorm(min(32, c // 4), c)
+    raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+
+
+def _dilate_basic_layer4(resnet: ResNet) -> None:
+    """Turn layer4 of a BasicBlock ResNet into stride 1 / dilation 2.
+
+    torchvision refuses `replace_stride_with_dilation` for BasicBlock; mirror what it does for
+    Bottleneck: the first block loses its stride (dilation 1), later blocks use dilation 2.
+    """
+    for idx, block in enumerate(resnet.layer4):
+        assert isinstance(block, BasicBlock)
+        if idx == 0:
+            block.conv1.stride = (1, 1)
+            if block.downsample is not None:
+                block.downsample[0].stride = (1, 1)
+            block.stride = 1
+        else:
+            for conv in (block.conv1, block.conv2):
+                conv.dilation = (2, 2)
+                conv.padding = (2, 2)
+
+
+def load_backbone_state_dict(weights_backbone: str) -> dict[str, Tensor]:
+    """State dict of a torchvision ResNet from an enum name or a local .pth path.
+
+    Args:
+        weights_backbone: e.g. "ResNet50_Weights.IMAGENET1K_V1" (downloads through torchvision's
+            cache) or a path to a file holding a ResNet state dict (or {"state_dict": ...} /
+            {"model": ...}).
+    """
+    path = Path(weights_backbone).expanduser()
+    if path.suffix in (".pth", ".pt") or path.exists():
+        if not path.is_file():
+            raise FileNotFoundError(f"weights_backbone file not found: {path}")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        for key in ("state_dict", "model"):
+            if isinstance(state, dict) and isinstance(state.get(key), dict):
+                state = state[key]
+        return state
+    try:
+        weights = torchvision.models.get_weight(weights_backbone)
+    except (ValueError, KeyError, AttributeError) as exc:
+        raise ValueError(
+            f"weights_backbone {weights_backbone!r} is neither a file nor a torchvision weights "
+            "enum name such as 'ResNet50_Weights.IMAGENET1K_V1'"
+        ) from exc
+    return weights.get_state_dict(progress=True)
+
+
+class ResNetTrunk(nn.Module):
+    """ResNet stem..conv5 with conv5 dilated; returns (conv4, conv5) features.
+
+    Args:
+        resnet: a torchvision ResNet whose layer4 already has stride 1 / dilation 2.
+        trainable_layers: how many of (layer4, layer3, layer2, layer1, stem) train, counted from
+            the top: 5 trains everything, 3 freezes stem + res2 (the paper's fine-tuning).
+    """
+
+    def __init__(self, resnet: ResNet, trainable_layers: int = 5) -> None:
+        super().__init__()
+        if not 0 <= trainable_layers <= 5:
+            raise ValueError(f"trainable_layers must be in [0, 5], got {trainable_layers}")
+        self.stem = nn.Sequential(resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool)
+        self.layer1, self.layer2 = resnet.layer1, resnet.layer2
+        self.layer3, self.layer4 = resnet.layer3, resnet.layer4
+        self.out_channels_c4 = _out_channels(resnet.layer3)
+        self.out_channels_c5 = _out_channels(resnet.layer4)
+        stages = [self.layer4, self.layer3, self.layer2, self.layer1, self.stem]
+        for stage in stages[trainable_layers:]:
+            stage.requires_grad_(False)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """x: Tensor[N, 3, H, W] -> (Tensor[N, C4, H/16, W/16], Tensor[N, C5, H/16, W/16])."""
+        x = self.layer2(self.layer1(self.stem(x)))
+        c4 = self.layer3(x)
+        return c4, self.layer4(c4)
+
+
+def _out_channels(layer: nn.Sequential) -> int:
+    last = layer[-1]
+    conv = last.conv3 if hasattr(last, "conv3") else last.conv2
+    return conv.out_channels
+
+
+def resnet_trunk(
+    arch: str,
+    weights_backbone: str | None = None,
+    norm: str | None = None,
+    trainable_layers: int | None = None,
+) -> ResNetTrunk:
+    """Build a dilated trunk.
+
+    Args:
+        arch: "resnet18", "resnet50" or "resnet101".
+        weights_backbone: torchvision weights enum name or local path; None = random init.
+        norm: one of NORMS; default "frozen_bn" with weights, "gn" without (see builders).
+        trainable_layers: default 3 with weights (stem + res2 frozen), 5 without.
+    """
+    if arch not in _DEPTHS:
+        raise ValueError(f"arch must be one of {sorted(_DEPTHS)}, got {arch!r}")
+    pretrained = weights_backbone is not None
+    norm = norm or ("frozen_bn" if pretrained else "gn")
+    if trainable_layers is None:
+        trainable_layers = 3 if pretrained else 5
+    if norm == "frozen_bn" and not pretrained:
+        logger.warning("frozen_bn with a randomly initialised trunk: normalisation is identity")
+    ctor = getattr(torchvision.models, arch)
+    dilation = None if arch == "resnet18" else [False, False, True]
+    resnet = ctor(weights=None, norm_layer=norm_layer_factory(norm),
+                  replace_stride_with_dilation=dilation)
+    if arch == "resnet18":
+        _dilate_basic_layer4(resnet)
+    if pretrained:
+        state = load_backbone_state_dict(weights_backbone)
+        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+        missing, unexpected = resnet.load_state_dict(state, strict=False)
+        missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+        if norm == "gn":  # GroupNorm keeps the affine parameters, has no running statistics
+            unexpected = [k for k in unexpected if not k.endswith(_BN_BUFFERS)]
+        if missing or unexpected:
+            raise ValueError(
+                f"weights_backbone {weights_backbone!r} does not fit {arch}: "
+                f"missing {missing[:5]}, unexpected {unexpected[:5]}"
+            )
+        logger.info("loaded backbone weights from %s", weights_backbone)
+    return ResNetTrunk(resnet, trainable_layers)

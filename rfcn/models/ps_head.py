@@ -50,7 +50,8 @@ class PSRoIHead(nn.Module):
         if ps_op not in PS_OPS:
             raise ValueError(f"ps_op must be one of {PS_OPS}, got {ps_op!r}")
         if num_classes < 2:
-            raise ValueError(f"num_classes counts the background and must be >= 2, got {num_classes}")
+            raise ValueError(
+                f"num_classes counts the background and must be >= 2, got {num_classes}")
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         self.num_classes, self.k, self.ps_op = num_classes, k, ps_op

@@ -124,7 +124,8 @@ def _check_inputs(
             raise ValueError(f"targets[{i}] must be a dict with 'boxes' and 'labels'")
         boxes, labels = t["boxes"], t["labels"]
         if boxes.dim() != 2 or boxes.shape[1] != 4:
-            raise ValueError(f"targets[{i}]['boxes'] must be Tensor[M, 4], got {tuple(boxes.shape)}")
+            raise ValueError(
+                f"targets[{i}]['boxes'] must be Tensor[M, 4], got {tuple(boxes.shape)}")
         if labels.shape != (boxes.shape[0],):
             raise ValueError(f"targets[{i}]['labels'] must be Tensor[{boxes.shape[0]}], "
                              f"got {tuple(labels.shape)}")

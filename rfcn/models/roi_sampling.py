@@ -55,7 +55,9 @@ class RoITargetAssigner:
         self.matcher = Matcher(fg_iou_thresh, bg_iou_thresh, allow_low_quality_matches=False)
         self.sampler = BalancedPositiveNegativeSampler(batch_size_per_image, positive_fraction)
 
-    def match(self, proposals: Tensor, gt_boxes: Tensor, gt_labels: Tensor) -> tuple[Tensor, Tensor]:
+    def match(
+        self, proposals: Tensor, gt_boxes: Tensor, gt_labels: Tensor
+    ) -> tuple[Tensor, Tensor]:
         """proposals: Tensor[P, 4], gt_boxes: Tensor[M, 4], gt_labels: Tensor[M]
         -> (labels int64 Tensor[P], -1 = ignored; matched gt boxes Tensor[P, 4])."""
         if gt_boxes.numel() == 0:
@@ -70,7 +72,7 @@ class RoITargetAssigner:
     def __call__(
         self, proposals: list[Tensor], targets: list[dict[str, Tensor]], sample: bool
     ) -> RoITargets:
-        """proposals: N × Tensor[P, 4]; targets: N dicts with boxes Tensor[M, 4], labels Tensor[M]."""
+        """proposals: N × Tensor[P, 4]; targets: N dicts, boxes Tensor[M, 4], labels Tensor[M]."""
         all_rois, all_labels, all_matched = [], [], []
         for img, (props, target) in enumerate(zip(proposals, targets, strict=True)):
             gt_boxes = target["boxes"].to(props.dtype)

@@ -31,7 +31,7 @@ class RPNHead(nn.Module):
             nn.init.zeros_(layer.bias)
 
     def forward(self, features: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
-        """features: [Tensor[N, C4, Hf, Wf]] -> ([Tensor[N, A, Hf, Wf]], [Tensor[N, 4A, Hf, Wf]])."""
+        """[Tensor[N, C4, Hf, Wf]] -> ([Tensor[N, A, Hf, Wf]], [Tensor[N, 4A, Hf, Wf]])."""
         logits, deltas = [], []
         for x in features:
             t = torch.relu(self.conv(x))

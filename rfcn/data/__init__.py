@@ -1,0 +1,17 @@
+"""Datasets, transforms and loaders: everything between files on disk and the model."""
+
+from rfcn.data.coco import CocoDetection
+from rfcn.data.collate import collate_detection
+from rfcn.data.concat import ConcatDetection
+from rfcn.data.loader import TrainBatch, build_test_loader, build_train_loader
+from rfcn.data.synthetic import ensure_synthetic_dataset
+
+__all__ = [
+    "CocoDetection",
+    "ConcatDetection",
+    "TrainBatch",
+    "build_test_loader",
+    "build_train_loader",
+    "collate_detection",
+    "ensure_synthetic_dataset",
+]

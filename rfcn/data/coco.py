@@ -1,0 +1,247 @@
+"""COCO-format detection datasets: COCO itself and any custom data in COCO JSON.
+
+Category ids map to contiguous labels 1..C in ascending id order (0 is the background);
+``class_names[0] == "__background__"``. The JSON is validated on construction: structural
+problems (not JSON, missing keys, wrong types) raise ``ValueError`` naming the file and what
+is wrong; bad records (invalid boxes, annotations of unknown images or categories, images
+with invalid sizes) are dropped or clipped, counted, and reported in one warning.
+``.coco`` is a pycocotools ``COCO`` over the cleaned annotations, ready for COCOeval.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import math
+import os
+from numbers import Real
+from typing import Any
+
+import numpy as np
+import torch
+from pycocotools.coco import COCO
+
+from rfcn.data.records import (
+    BadRecordCounter,
+    ImageRecord,
+    Transform,
+    clean_box,
+    load_record_image,
+    load_record_sample,
+    record_target,
+)
+
+__all__ = ["CocoDetection", "load_coco_json"]
+
+logger = logging.getLogger(__name__)
+
+_TOP_KEYS = ("images", "annotations", "categories")
+_IMAGE_KEYS = ("id", "file_name", "width", "height")
+_ANN_KEYS = ("image_id", "category_id", "bbox")
+_CAT_KEYS = ("id", "name")
+
+
+def load_coco_json(ann_file: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a COCO-format JSON file and check its structure.
+
+    Raises:
+        ValueError: naming the file and the problem (unreadable, invalid JSON, missing keys,
+            wrong types, duplicate ids).
+    """
+    path = os.fspath(ann_file)
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read annotation file ({e.strerror or e})") from e
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not valid JSON: {e}") from e
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: top level must be a JSON object, got {type(data).__name__}")
+    for key in _TOP_KEYS:
+        if key not in data:
+            raise ValueError(f"{path}: missing top-level key '{key}'")
+        if not isinstance(data[key], list):
+            raise ValueError(f"{path}: '{key}' must be a list, got {type(data[key]).__name__}")
+    for section, keys in (("images", _IMAGE_KEYS), ("annotations", _ANN_KEYS),
+                          ("categories", _CAT_KEYS)):
+        for j, rec in enumerate(data[section]):
+            if not isinstance(rec, dict):
+                raise ValueError(f"{path}: {section}[{j}] must be an object")
+            for key in keys:
+                if key not in rec:
+                    raise ValueError(f"{path}: {section}[{j}] has no '{key}'")
+    for section in ("images", "categories"):
+        seen: set[int] = set()
+        for j, rec in enumerate(data[section]):
+            rid = rec["id"]
+            if not isinstance(rid, int) or isinstance(rid, bool):
+                raise ValueError(f"{path}: {section}[{j}] id {rid!r} is not an integer")
+            if rid in seen:
+                raise ValueError(f"{path}: duplicate {section[:-1]} id {rid}")
+            seen.add(rid)
+    for j, img in enumerate(data["images"]):
+        if not isinstance(img["file_name"], str) or not img["file_name"]:
+            raise ValueError(f"{path}: images[{j}] file_name must be a non-empty string")
+    return data
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, Real) and not isinstance(v, bool)
+
+
+def _valid_size(img: dict[str, Any]) -> bool:
+    w, h = img["width"], img["height"]
+    return (_is_number(w) and _is_number(h) and math.isfinite(w) and math.isfinite(h)
+            and int(w) == w and int(h) == h and w > 0 and h > 0)
+
+
+class CocoDetection:
+    """A COCO-format dataset: ``ds[i] -> (Tensor[3, H, W] float32 RGB in [0, 1], target)``.
+
+    target: boxes float32 Tensor[M, 4] xyxy pixels, labels int64 Tensor[M] in 1..C,
+    image_id int, iscrowd bool Tensor[M], difficult bool Tensor[M] (all False),
+    orig_size (h, w). Images without annotations are kept (they train as background).
+
+    Args:
+        img_dir: directory the ``file_name`` entries are relative to.
+        ann_file: COCO-format JSON.
+        transforms: ``(image HxWx3 uint8, target, rng) -> (image, target)``, see
+            `rfcn.data.transforms`.
+    """
+
+    def __init__(
+        self,
+        img_dir: str | os.PathLike[str],
+        ann_file: str | os.PathLike[str],
+        transforms: Transform | None = None,
+    ) -> None:
+        self.img_dir = os.fspath(img_dir)
+        self.ann_file = os.fspath(ann_file)
+        self.transforms = transforms
+        data = load_coco_json(self.ann_file)
+        bad = BadRecordCounter()
+
+        cats = sorted(data["categories"], key=lambda c: c["id"])
+        self.cat_id_to_label: dict[int, int] = {c["id"]: i + 1 for i, c in enumerate(cats)}
+        self.label_to_cat_id: dict[int, int] = {v: k for k, v in self.cat_id_to_label.items()}
+        self.class_names: list[str] = ["__background__"] + [str(c["name"]) for c in cats]
+
+        images: dict[int, dict[str, Any]] = {}
+        dropped_images: set[int] = set()
+        for img in data["images"]:
+            if _valid_size(img):
+                images[img["id"]] = img
+            else:
+                dropped_images.add(img["id"])
+                bad.add("images with missing or invalid width/height dropped")
+
+        per_image: dict[int, list[tuple[tuple[float, float, float, float], int, bool]]] = {
+            i: [] for i in images
+        }
+        clean_anns: list[dict[str, Any]] = []
+        used_ann_ids: set[Any] = set()
+        renumber: list[dict[str, Any]] = []
+        for ann in data["annotations"]:
+            image_id, cat_id = ann["image_id"], ann["category_id"]
+            if image_id in dropped_images:
+                bad.add("annotations of dropped images dropped")
+                continue
+            img = images.get(image_id) if isinstance(image_id, int) else None
+            if img is None:
+                bad.add("annotations with unknown image_id dropped")
+                continue
+            if not isinstance(cat_id, int) or cat_id not in self.cat_id_to_label:
+                bad.add("annotations with unknown category_id dropped")
+                continue
+            bbox = ann["bbox"]
+            if not (isinstance(bbox, list) and len(bbox) == 4 and all(map(_is_number, bbox))):
+                bad.add("annotations with a malformed bbox (not 4 numbers) dropped")
+                continue
+            x, y, w, h = (float(v) for v in bbox)
+            box = clean_box(x, y, x + w, y + h, int(img["width"]), int(img["height"]), bad)
+            if box is None:
+                continue
+            crowd = bool(ann.get("iscrowd", 0))
+            per_image[image_id].append((box, self.cat_id_to_label[cat_id], crowd))
+
+            # The evaluation ground truth gets the same cleaning, plus the fields COCOeval
+            # needs (id, area, iscrowd) when a custom file lacks them.
+            new_bbox = [box[0], box[1], box[2] - box[0], box[3] - box[1]]
+            fixed = dict(ann)
+            if new_bbox != [x, y, w, h]:
+                fixed["bbox"] = new_bbox
+            if not _is_number(fixed.get("area")):
+                fixed["area"] = new_bbox[2] * new_bbox[3]
+            fixed["iscrowd"] = int(crowd)
+            aid = fixed.get("id")
+            if aid is None or aid in used_ann_ids or not isinstance(aid, int):
+                renumber.append(fixed)
+            else:
+                used_ann_ids.add(aid)
+            clean_anns.append(fixed)
+        next_id = max((a for a in used_ann_ids), default=0) + 1
+        if renumber:
+            bad.add("annotations with a missing or duplicate id renumbered", len(renumber))
+        for fixed in renumber:
+            fixed["id"] = next_id
+            next_id += 1
+
+        self._records: list[ImageRecord] = []
+        for image_id in sorted(images):
+            img, anns = images[image_id], per_image[image_id]
+            self._records.append(ImageRecord(
+                path=os.path.join(self.img_dir, img["file_name"]),
+                image_id=image_id,
+                height=int(img["height"]),
+                width=int(img["width"]),
+                boxes=np.array([a[0] for a in anns], dtype=np.float32).reshape(-1, 4),
+                labels=np.array([a[1] for a in anns], dtype=np.int64),
+                iscrowd=np.array([a[2] for a in anns], dtype=bool),
+                difficult=np.zeros(len(anns), dtype=bool),
+            ))
+        self.image_ids: list[int] = [r.image_id for r in self._records]
+        self.aspect_ratios: list[float] = [r.width / r.height for r in self._records]
+
+        clean = {k: v for k, v in data.items() if k not in _TOP_KEYS}
+        clean.update(images=[images[i] for i in sorted(images)], annotations=clean_anns,
+                     categories=cats)
+        self.coco = COCO()
+        self.coco.dataset = clean
+        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+            self.coco.createIndex()
+        bad.warn(logger, self.ann_file)
+        self.num_bad_records = bad.total()
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def image_path(self, index: int) -> str:
+        return self._records[index].path
+
+    def get_annotation(self, index: int) -> dict[str, Any]:
+        """Target of image ``index`` in original pixels, without decoding the image."""
+        return record_target(self._records[index])
+
+    def load_image(self, index: int) -> np.ndarray:
+        """``np.ndarray[H, W, 3]`` uint8 RGB; ValueError naming the file if unreadable."""
+        return load_record_image(self._records[index])
+
+    def get(
+        self,
+        index: int,
+        rng: np.random.Generator | None = None,
+        transforms: Transform | None = None,
+    ) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Sample ``index`` with ``transforms`` (default: the dataset's) driven by ``rng``."""
+        tf = transforms if transforms is not None else self.transforms
+        return load_record_sample(self._records[index], tf, rng)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, Any]]:
+        return self.get(index)
+
+    def __repr__(self) -> str:
+        return (f"CocoDetection(ann_file={self.ann_file!r}, images={len(self)}, "
+                f"classes={len(self.class_names) - 1})")

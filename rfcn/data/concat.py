@@ -1,0 +1,99 @@
+"""Concatenation of detection datasets with the same classes (e.g. VOC 2007 + 2012 trainval)."""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from rfcn.data.records import Transform
+
+__all__ = ["ConcatDetection", "DetectionDataset"]
+
+
+class DetectionDataset(Protocol):
+    """What the loaders and evaluators use from a dataset."""
+
+    class_names: list[str]
+    aspect_ratios: list[float]
+    image_ids: list[int]
+    label_to_cat_id: dict[int, int]
+    cat_id_to_label: dict[int, int]
+
+    def __len__(self) -> int: ...
+    def image_path(self, index: int) -> str: ...
+    def get_annotation(self, index: int) -> dict[str, Any]: ...
+    def load_image(self, index: int) -> np.ndarray: ...
+    def get(
+        self, index: int, rng: np.random.Generator | None = None,
+        transforms: Transform | None = None,
+    ) -> tuple[torch.Tensor, dict[str, Any]]: ...
+
+
+class ConcatDetection:
+    """Datasets one after the other; they must share ``class_names`` and have distinct
+    image ids. Each part keeps its own transforms."""
+
+    def __init__(self, datasets: Sequence[DetectionDataset]) -> None:
+        self.datasets = list(datasets)
+        if not self.datasets:
+            raise ValueError("ConcatDetection needs at least one dataset")
+        first = self.datasets[0]
+        for k, ds in enumerate(self.datasets[1:], 1):
+            if list(ds.class_names) != list(first.class_names):
+                raise ValueError(
+                    f"ConcatDetection: dataset {k} has classes {ds.class_names}, "
+                    f"dataset 0 has {first.class_names}")
+            if ds.label_to_cat_id != first.label_to_cat_id:
+                raise ValueError(f"ConcatDetection: dataset {k} maps labels to other category ids")
+        self.class_names: list[str] = list(first.class_names)
+        self.label_to_cat_id: dict[int, int] = dict(first.label_to_cat_id)
+        self.cat_id_to_label: dict[int, int] = dict(first.cat_id_to_label)
+        self.image_ids: list[int] = [i for ds in self.datasets for i in ds.image_ids]
+        if len(set(self.image_ids)) != len(self.image_ids):
+            raise ValueError("ConcatDetection: the datasets share image ids")
+        self.aspect_ratios: list[float] = [a for ds in self.datasets for a in ds.aspect_ratios]
+        self._ends = list(np.cumsum([len(ds) for ds in self.datasets]))
+
+    def _locate(self, index: int) -> tuple[DetectionDataset, int]:
+        n = len(self)
+        if index < 0:
+            index += n
+        if not 0 <= index < n:
+            raise IndexError(f"index {index} out of range for {n} images")
+        k = bisect.bisect_right(self._ends, index)
+        start = self._ends[k - 1] if k else 0
+        return self.datasets[k], int(index - start)
+
+    def __len__(self) -> int:
+        return int(self._ends[-1])
+
+    def image_path(self, index: int) -> str:
+        ds, i = self._locate(index)
+        return ds.image_path(i)
+
+    def get_annotation(self, index: int) -> dict[str, Any]:
+        ds, i = self._locate(index)
+        return ds.get_annotation(i)
+
+    def load_image(self, index: int) -> np.ndarray:
+        ds, i = self._locate(index)
+        return ds.load_image(i)
+
+    def get(
+        self,
+        index: int,
+        rng: np.random.Generator | None = None,
+        transforms: Transform | None = None,
+    ) -> tuple[torch.Tensor, dict[str, Any]]:
+        ds, i = self._locate(index)
+        return ds.get(i, rng, transforms)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, Any]]:
+        return self.get(index)
+
+    def __repr__(self) -> str:
+        return f"ConcatDetection({self.datasets!r})"

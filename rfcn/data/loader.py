@@ -1,0 +1,299 @@
+"""Training and test loaders over torch ``DataLoader``.
+
+Training: infinite; batch ``i`` (images, augmentation, substitutes for bad files) is a pure
+function of (seed, i), whatever ``num_workers``: the batch sampler hands every sample its own
+seed and the worker derives all randomness from it (see `rfcn.data.sampler`). Restarting with
+``start_iter=i`` reproduces batch i onwards; W processes with B images per batch see exactly
+the samples of one process with W*B.
+
+A file that fails to load is logged (naming the file) and replaced by a substitute from the
+same aspect group, drawn from the sample's seed (up to `MAX_ATTEMPTS` tries). Its path is in
+``TrainBatch.skipped``; with ``strict=True`` the ValueError is raised instead. A batch can be
+short, or empty when every try failed: one `TrainBatch` is still yielded per iteration, so
+processes of a distributed run stay in step (skip the step on an empty batch). After
+`MAX_EMPTY_BATCHES` consecutive empty batches the loader raises RuntimeError.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Iterator, Sequence
+from functools import partial
+from typing import Any, NamedTuple
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from rfcn.data.collate import collate_detection
+from rfcn.data.concat import DetectionDataset
+from rfcn.data.records import Transform
+from rfcn.data.sampler import SampleSpec, TrainBatchSampler, TrainSchedule, shard_range
+
+__all__ = ["TrainBatch", "TrainLoader", "TestLoader", "build_test_loader", "build_train_loader"]
+
+logger = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 10
+MAX_EMPTY_BATCHES = 10
+
+
+class TrainBatch(NamedTuple):
+    images: list[torch.Tensor]  # Tensor[3, H, W] float32 RGB in [0, 1]
+    targets: list[dict[str, Any]]
+    skipped: list[str]  # paths of files that failed to load in this batch
+
+
+class _Failure(NamedTuple):
+    path: str
+    reason: str
+
+
+class _Loaded(NamedTuple):
+    image: torch.Tensor | None
+    target: dict[str, Any] | None
+    failures: list[_Failure]
+
+
+def drop_ignored(target: dict[str, Any]) -> dict[str, Any]:
+    """Remove crowd and difficult boxes (ignored for training) from a target."""
+    keep = ~(target["iscrowd"] | target["difficult"])
+    if bool(keep.all()):
+        return target
+    out = dict(target)
+    for key in ("boxes", "labels", "iscrowd", "difficult"):
+        out[key] = target[key][keep]
+    return out
+
+
+class _TrainSamples:
+    """Map-style view used by DataLoader workers: SampleSpec -> `_Loaded`."""
+
+    def __init__(
+        self, dataset: DetectionDataset, transforms: Transform | None, strict: bool,
+        groups: list[np.ndarray], group_of: np.ndarray,
+    ) -> None:
+        self.dataset = dataset
+        self.transforms = transforms
+        self.strict = strict
+        self.groups = groups
+        self.group_of = group_of
+
+    def __getitem__(self, spec: SampleSpec) -> _Loaded:
+        index, seed, _ = spec
+        members = self.groups[int(self.group_of[index])]
+        failures: list[_Failure] = []
+        for attempt in range(MAX_ATTEMPTS):
+            rng = np.random.default_rng([seed, attempt])
+            if attempt > 0:  # a substitute of the same orientation, from the sample's seed
+                index = int(members[rng.integers(len(members))])
+            try:
+                image, target = self.dataset.get(index, rng, self.transforms)
+            except ValueError as e:
+                if self.strict:
+                    raise
+                failures.append(_Failure(self.dataset.image_path(index), str(e)))
+                continue
+            return _Loaded(image, drop_ignored(target), failures)
+        return _Loaded(None, None, failures)
+
+
+def _collate_train(items: Sequence[_Loaded]) -> tuple[TrainBatch, list[_Failure]]:
+    images = [it.image for it in items if it.image is not None]
+    targets = [it.target for it in items if it.target is not None]
+    failures = [f for it in items for f in it.failures]
+    return TrainBatch(images, targets, [f.path for f in failures]), failures
+
+
+def _init_worker(seed: int, worker_id: int) -> None:
+    # Our augmentation uses per-sample generators; these seeds only make stray uses of the
+    # global RNGs (in user transforms) repeatable from run to run.
+    s = (seed * 1000003 + worker_id) % 2**32
+    random.seed(s)
+    np.random.seed(s)
+    torch.manual_seed(s)
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+
+
+class _FailureLog:
+    """Logs each failing file with a warning the first time, then at debug level."""
+
+    def __init__(self) -> None:
+        self.seen: set[str] = set()
+        self.count = 0
+
+    def log(self, failures: Sequence[_Failure]) -> None:
+        for f in failures:
+            self.count += 1
+            level = logging.DEBUG if f.path in self.seen else logging.WARNING
+            self.seen.add(f.path)
+            logger.log(level, "skipping unreadable image: %s", f.reason)
+
+
+class TrainLoader:
+    """Infinite iterable of `TrainBatch`, one per global iteration from ``start_iter``.
+
+    ``num_skipped`` counts files skipped so far (a file failing twice counts twice).
+    """
+
+    def __init__(
+        self, dataset: DetectionDataset, images_per_batch: int, *, seed: int, start_iter: int,
+        num_workers: int, aspect_grouping: bool, strict: bool, rank: int, world_size: int,
+        transforms: Transform | None,
+    ) -> None:
+        if images_per_batch < 1:
+            raise ValueError(f"images_per_batch must be >= 1, got {images_per_batch}")
+        if len(dataset) == 0:
+            raise ValueError("the training dataset has no images")
+        self.dataset = dataset
+        self.start_iter = int(start_iter)
+        schedule = TrainSchedule(dataset.aspect_ratios, images_per_batch * world_size, seed,
+                                 aspect_grouping)
+        self.batch_sampler = TrainBatchSampler(schedule, images_per_batch, rank, world_size,
+                                               start_iter)
+        samples = _TrainSamples(dataset, transforms, strict, schedule.group_members(),
+                                schedule.group_of)
+        self._failures = _FailureLog()
+        self._loader = DataLoader(
+            samples,  # type: ignore[arg-type]
+            batch_sampler=self.batch_sampler,
+            collate_fn=_collate_train,
+            num_workers=num_workers,
+            persistent_workers=num_workers > 0,
+            worker_init_fn=partial(_init_worker, seed * 131 + rank) if num_workers else None,
+            # DataLoader draws a base seed when iterated; a private generator keeps it from
+            # consuming the global torch RNG (which the trainer checkpoints).
+            generator=torch.Generator().manual_seed(int(seed)),
+        )
+
+    @property
+    def num_skipped(self) -> int:
+        return self._failures.count
+
+    def __iter__(self) -> Iterator[TrainBatch]:
+        empty = 0
+        for it, (batch, failures) in enumerate(self._loader, self.start_iter):
+            self._failures.log(failures)
+            if batch.images:
+                empty = 0
+            else:
+                empty += 1
+                logger.warning("iteration %d: no image of the batch could be loaded", it)
+                if empty >= MAX_EMPTY_BATCHES:
+                    raise RuntimeError(
+                        f"{empty} consecutive training batches had no loadable image "
+                        f"({self._failures.count} failed loads, {len(self._failures.seen)} "
+                        f"distinct files); is the dataset's image directory right? Last "
+                        f"error: {failures[-1].reason if failures else 'unknown'}")
+            yield batch
+
+
+def build_train_loader(
+    dataset: DetectionDataset,
+    images_per_batch: int,
+    *,
+    seed: int,
+    start_iter: int = 0,
+    num_workers: int = 2,
+    aspect_grouping: bool = True,
+    strict: bool = False,
+    rank: int = 0,
+    world_size: int = 1,
+    transforms: Transform | None = None,
+) -> TrainLoader:
+    """Infinite training loader; see the module docstring.
+
+    Args:
+        dataset: a detection dataset (`CocoDetection`, `VOCDetection`, `ConcatDetection`).
+        images_per_batch: images per process per iteration (B).
+        seed: determines the order and all augmentation.
+        start_iter: first global iteration to produce (resume).
+        num_workers: DataLoader worker processes (0 loads in this process).
+        aspect_grouping: batch images of the same orientation (w >= h / w < h) together.
+        strict: raise on the first file that fails to load instead of skipping it.
+        rank, world_size: this process takes slice rank of each global batch of W*B.
+        transforms: augmentation; None uses the dataset's own ``transforms``.
+    """
+    return TrainLoader(dataset, images_per_batch, seed=seed, start_iter=start_iter,
+                       num_workers=num_workers, aspect_grouping=aspect_grouping, strict=strict,
+                       rank=rank, world_size=world_size, transforms=transforms)
+
+
+class _TestSamples:
+    def __init__(self, dataset: DetectionDataset, strict: bool) -> None:
+        self.dataset = dataset
+        self.strict = strict
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> _Loaded:
+        try:
+            image, target = self.dataset.get(index)
+        except ValueError as e:
+            if self.strict:
+                raise
+            return _Loaded(None, None, [_Failure(self.dataset.image_path(index), str(e))])
+        return _Loaded(image, target, [])
+
+
+def _collate_test(items: Sequence[_Loaded]) -> tuple[list[torch.Tensor], list[dict[str, Any]],
+                                                        list[_Failure]]:
+    ok = [(it.image, it.target) for it in items if it.image is not None]
+    images, targets = collate_detection(ok)
+    return images, targets, [f for it in items for f in it.failures]
+
+
+class TestLoader:
+    """Iterable of ``(images, targets)`` over this rank's shard, in dataset order, targets in
+    original pixels (no transforms). Images that fail to load are logged and left out
+    (their ground truth still counts in evaluation), or raise with ``strict=True``."""
+
+    __test__ = False  # not a pytest class
+
+    def __init__(
+        self, dataset: DetectionDataset, images_per_batch: int, *, num_workers: int, rank: int,
+        world_size: int, strict: bool,
+    ) -> None:
+        self.dataset = dataset
+        self.indices = shard_range(len(dataset), rank, world_size)
+        self._failures = _FailureLog()
+        self._loader = DataLoader(
+            _TestSamples(dataset, strict),  # type: ignore[arg-type]
+            batch_size=images_per_batch,
+            sampler=list(self.indices),
+            collate_fn=_collate_test,
+            num_workers=num_workers,
+            worker_init_fn=partial(_init_worker, 0) if num_workers > 0 else None,
+            generator=torch.Generator().manual_seed(0),
+        )
+
+    @property
+    def num_skipped(self) -> int:
+        return self._failures.count
+
+    def __len__(self) -> int:
+        return len(self._loader)
+
+    def __iter__(self) -> Iterator[tuple[list[torch.Tensor], list[dict[str, Any]]]]:
+        for images, targets, failures in self._loader:
+            self._failures.log(failures)
+            if images:
+                yield images, targets
+
+
+def build_test_loader(
+    dataset: DetectionDataset,
+    images_per_batch: int = 1,
+    *,
+    num_workers: int = 2,
+    rank: int = 0,
+    world_size: int = 1,
+    strict: bool = False,
+) -> TestLoader:
+    """Loader over this rank's contiguous shard; shards of all ranks cover each image once."""
+    return TestLoader(dataset, images_per_batch, num_workers=num_workers, rank=rank,
+                      world_size=world_size, strict=strict)

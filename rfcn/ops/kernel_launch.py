@@ -1,0 +1,160 @@
+"""Runs the Numba kernels on torch tensors: CPU via ``.numpy()`` views, CUDA zero-copy on
+torch's current stream. Tensors arrive contiguous in the compute dtype (float32/float64).
+
+Shape shorthand: N images, C channels, H x W map, K RoIs, PH x PW bins, C_out = C/(PH*PW).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import numba
+import numpy as np
+import torch
+from torch import Tensor
+
+from rfcn.kernels import psroi_cpu
+
+# Below this many output bins a CPU call runs on one thread: waking the pool costs more than
+# it saves, and on a busy machine a parallel region can wait a whole scheduler slice.
+_PARALLEL_MIN_BINS = 50_000
+
+
+@contextlib.contextmanager
+def _cpu_threads(n_bins: int) -> Iterator[None]:
+    """Numba threads for one call: torch's thread budget (no oversubscription), 1 if tiny."""
+    want = (
+        1
+        if n_bins < _PARALLEL_MIN_BINS
+        else min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)
+    )
+    old = numba.get_num_threads()
+    numba.set_num_threads(max(want, 1))
+    try:
+        yield
+    finally:
+        numba.set_num_threads(old)
+
+
+def _np_scale(x: Tensor, spatial_scale: float) -> np.floating:
+    return np.float32(spatial_scale) if x.dtype == torch.float32 else np.float64(spatial_scale)
+
+
+def _cuda():
+    from rfcn.kernels import psroi_cuda  # noqa: PLC0415 (CUDA-only import)
+
+    return psroi_cuda
+
+
+def _cuda_args(*tensors: Tensor):
+    from numba import cuda  # noqa: PLC0415
+
+    stream = cuda.external_stream(torch.cuda.current_stream(tensors[0].device).cuda_stream)
+    return stream, [cuda.as_cuda_array(t.detach(), sync=False) for t in tensors]
+
+
+def pool_forward(x: Tensor, rois: Tensor, spatial_scale: float, ph: int, pw: int) -> Tensor:
+    """x: T[N, C, H, W], rois: T[K, 5] -> T[K, C_out, PH, PW]."""
+    k, c = rois.shape[0], x.shape[1]
+    out = x.new_empty((k, c // (ph * pw), ph, pw))
+    if out.numel() == 0:
+        return out
+    if x.is_cuda:
+        with torch.cuda.device(x.device):
+            stream, (xa, ra, oa) = _cuda_args(x, rois, out)
+            _cuda().pool_forward(xa, ra, spatial_scale, ph, pw, oa, stream)
+        return out
+    with _cpu_threads(out.numel()):
+        psroi_cpu.ps_roi_pool_forward(
+            x.detach().numpy(),
+            rois.detach().numpy(),
+            _np_scale(x, spatial_scale),
+            ph,
+            pw,
+            out.numpy(),
+        )
+    return out
+
+
+def pool_backward(
+    grad: Tensor, rois: Tensor, spatial_scale: float, ph: int, pw: int, shape: tuple[int, ...]
+) -> Tensor:
+    """grad: T[K, C_out, PH, PW] -> T[N, C, H, W] (``shape``)."""
+    if grad.is_cuda:
+        gx = grad.new_zeros(shape)
+        if grad.numel() and gx.numel():
+            with torch.cuda.device(grad.device):
+                stream, (ga, ra, xa) = _cuda_args(grad, rois, gx)
+                _cuda().pool_backward(ga, ra, spatial_scale, ph, pw, xa, stream)
+        return gx
+    if grad.numel() == 0 or int(np.prod(shape)) == 0:
+        return grad.new_zeros(shape)
+    gx = grad.new_empty(shape)
+    with _cpu_threads(grad.numel()):
+        psroi_cpu.ps_roi_pool_backward(
+            grad.detach().numpy(),
+            rois.detach().numpy(),
+            _np_scale(grad, spatial_scale),
+            ph,
+            pw,
+            gx.numpy(),
+        )
+    return gx
+
+
+def align_forward(
+    x: Tensor, rois: Tensor, spatial_scale: float, ph: int, pw: int, sampling_ratio: int
+) -> Tensor:
+    """x: T[N, C, H, W], rois: T[K, 5] -> T[K, C_out, PH, PW]."""
+    k, c = rois.shape[0], x.shape[1]
+    out = x.new_empty((k, c // (ph * pw), ph, pw))
+    if out.numel() == 0:
+        return out
+    if x.is_cuda:
+        with torch.cuda.device(x.device):
+            stream, (xa, ra, oa) = _cuda_args(x, rois, out)
+            _cuda().align_forward(xa, ra, spatial_scale, ph, pw, sampling_ratio, oa, stream)
+        return out
+    with _cpu_threads(out.numel()):
+        psroi_cpu.ps_roi_align_forward(
+            x.detach().numpy(),
+            rois.detach().numpy(),
+            _np_scale(x, spatial_scale),
+            ph,
+            pw,
+            sampling_ratio,
+            out.numpy(),
+        )
+    return out
+
+
+def align_backward(
+    grad: Tensor,
+    rois: Tensor,
+    spatial_scale: float,
+    ph: int,
+    pw: int,
+    sampling_ratio: int,
+    shape: tuple[int, ...],
+) -> Tensor:
+    """grad: T[K, C_out, PH, PW] -> T[N, C, H, W] (``shape``)."""
+    gx = grad.new_zeros(shape)
+    if grad.numel() == 0 or gx.numel() == 0:
+        return gx
+    if grad.is_cuda:
+        with torch.cuda.device(grad.device):
+            stream, (ga, ra, xa) = _cuda_args(grad, rois, gx)
+            _cuda().align_backward(ga, ra, spatial_scale, ph, pw, sampling_ratio, xa, stream)
+        return gx
+    with _cpu_threads(grad.numel()):
+        psroi_cpu.ps_roi_align_backward(
+            grad.detach().numpy(),
+            rois.detach().numpy(),
+            _np_scale(grad, spatial_scale),
+            ph,
+            pw,
+            sampling_ratio,
+            gx.numpy(),
+        )
+    return gx

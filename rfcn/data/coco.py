@@ -73,14 +73,14 @@ def load_coco_json(ann_file: str | os.PathLike[str]) -> dict[str, Any]:
             for key in keys:
                 if key not in rec:
                     raise ValueError(f"{path}: {section}[{j}] has no '{key}'")
-    for section in ("images", "categories"):
+    for section, singular in (("images", "image"), ("categories", "category")):
         seen: set[int] = set()
         for j, rec in enumerate(data[section]):
             rid = rec["id"]
             if not isinstance(rid, int) or isinstance(rid, bool):
                 raise ValueError(f"{path}: {section}[{j}] id {rid!r} is not an integer")
             if rid in seen:
-                raise ValueError(f"{path}: duplicate {section[:-1]} id {rid}")
+                raise ValueError(f"{path}: duplicate {singular} id {rid}")
             seen.add(rid)
     for j, img in enumerate(data["images"]):
         if not isinstance(img["file_name"], str) or not img["file_name"]:

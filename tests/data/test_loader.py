@@ -1,0 +1,158 @@
+from __future__ import annotations
+
+import json
+import logging
+from itertools import islice
+from pathlib import Path
+
+import pytest
+import torch
+from data_builders import good_coco_dataset
+
+from rfcn.data import CocoDetection, TrainBatch, build_test_loader, build_train_loader
+from rfcn.data.transforms import build_train_transforms
+
+# 6 landscape and 4 portrait images
+SIZES = [(16, 24)] * 6 + [(24, 16)] * 4
+TF = build_train_transforms([16, 20, 32], 64, flip_prob=0.5, color_jitter=0.3)
+
+
+@pytest.fixture(scope="module")
+def good_ds(tmp_path_factory) -> CocoDetection:
+    img_dir, ann = good_coco_dataset(tmp_path_factory.mktemp("good"), SIZES)
+    return CocoDetection(img_dir, ann)
+
+
+def take(loader, n: int) -> list[TrainBatch]:
+    return list(islice(loader, n))
+
+
+def assert_same(a: list[TrainBatch], b: list[TrainBatch]) -> None:
+    assert len(a) == len(b)
+    for x, y in zip(a, b, strict=True):
+        assert len(x.images) == len(y.images)
+        for ia, ib in zip(x.images, y.images, strict=True):
+            assert torch.equal(ia, ib)
+        for ta, tb in zip(x.targets, y.targets, strict=True):
+            assert ta["image_id"] == tb["image_id"]
+            assert torch.equal(ta["boxes"], tb["boxes"])
+            assert torch.equal(ta["labels"], tb["labels"])
+        assert x.skipped == y.skipped
+
+
+def test_deterministic_and_resumable(good_ds) -> None:
+    full = take(build_train_loader(good_ds, 2, seed=7, num_workers=0, transforms=TF), 9)
+    again = take(build_train_loader(good_ds, 2, seed=7, num_workers=0, transforms=TF), 9)
+    assert_same(full, again)
+    resumed = take(build_train_loader(good_ds, 2, seed=7, start_iter=6, num_workers=0,
+                                      transforms=TF), 3)
+    assert_same(full[6:], resumed)
+    other = take(build_train_loader(good_ds, 2, seed=8, num_workers=0, transforms=TF), 9)
+    assert [t["image_id"] for b in other for t in b.targets] != [
+        t["image_id"] for b in full for t in b.targets]
+    sizes = {tuple(im.shape[1:]) for b in full for im in b.images}
+    assert len(sizes) > 2  # multi-scale happened
+
+
+def test_workers_do_not_change_results(good_ds) -> None:
+    ref = take(build_train_loader(good_ds, 2, seed=3, start_iter=4, num_workers=0,
+                                  transforms=TF), 6)
+    par = take(build_train_loader(good_ds, 2, seed=3, start_iter=4, num_workers=2,
+                                  transforms=TF), 6)
+    assert_same(ref, par)
+
+
+def test_two_ranks_equal_one_process_with_double_batch(good_ds) -> None:
+    single = take(build_train_loader(good_ds, 4, seed=1, num_workers=0, transforms=TF), 5)
+    r0 = take(build_train_loader(good_ds, 2, seed=1, num_workers=0, transforms=TF, rank=0,
+                                 world_size=2), 5)
+    r1 = take(build_train_loader(good_ds, 2, seed=1, num_workers=0, transforms=TF, rank=1,
+                                 world_size=2), 5)
+    merged = [TrainBatch(a.images + b.images, a.targets + b.targets, a.skipped + b.skipped)
+              for a, b in zip(r0, r1, strict=True)]
+    assert_same(single, merged)
+
+
+def test_aspect_grouping_and_ignored_boxes_dropped(good_ds) -> None:
+    batches = take(build_train_loader(good_ds, 2, seed=0, num_workers=0), 25)
+    for b in batches:
+        orientations = {im.shape[2] >= im.shape[1] for im in b.images}
+        assert len(orientations) == 1
+        for t in b.targets:
+            assert not t["iscrowd"].any() and not t["difficult"].any()
+            assert len(t["boxes"]) == len(t["labels"]) == len(t["iscrowd"])
+    # image ids 5 and 10 carry only a crowd box: they train as background
+    crowd_only = [t for b in batches for t in b.targets if t["image_id"] in (5, 10)]
+    assert crowd_only and all(len(t["boxes"]) == 0 for t in crowd_only)
+
+
+def test_global_torch_rng_untouched(good_ds) -> None:
+    state = torch.get_rng_state()
+    for nw in (0, 2):
+        take(build_train_loader(good_ds, 2, seed=0, num_workers=nw, transforms=TF), 2)
+    assert torch.equal(state, torch.get_rng_state())
+
+
+def test_bad_files_skipped_logged_and_counted(coco_files, caplog) -> None:
+    ds = CocoDetection(coco_files["img_dir"], coco_files["ann_file"])
+    bad = {"truncated.jpg", "notimage.jpg", "missing.jpg", "wrongsize.png"}
+    loader = build_train_loader(ds, 2, seed=0, num_workers=0, aspect_grouping=False)
+    with caplog.at_level(logging.WARNING, logger="rfcn.data"):
+        batches = take(loader, 15)
+    skipped = [Path(p).name for b in batches for p in b.skipped]
+    assert skipped and set(skipped) <= bad
+    assert loader.num_skipped == len(skipped)
+    assert all(len(b.images) == 2 for b in batches)  # substitutes keep batches full
+    logged = " ".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    for name in set(skipped):
+        assert name in logged
+    # same substitutes whatever the worker count
+    par = take(build_train_loader(ds, 2, seed=0, num_workers=2, aspect_grouping=False), 15)
+    assert_same(batches, par)
+
+
+def test_strict_raises(coco_files) -> None:
+    ds = CocoDetection(coco_files["img_dir"], coco_files["ann_file"])
+    loader = build_train_loader(ds, 10, seed=0, num_workers=0, strict=True)
+    with pytest.raises(ValueError, match=r"\.(jpg|png)"):
+        take(loader, 3)
+
+
+def test_all_bad_dataset_raises_clear_error(tmp_path: Path) -> None:
+    ann = tmp_path / "ann.json"
+    ann.write_text(json.dumps({
+        "images": [{"id": i, "file_name": f"gone{i}.jpg", "width": 8, "height": 8}
+                   for i in range(3)],
+        "annotations": [], "categories": [{"id": 1, "name": "x"}]}))
+    ds = CocoDetection(tmp_path, ann)
+    loader = build_train_loader(ds, 2, seed=0, num_workers=0)
+    it = iter(loader)
+    for _ in range(9):
+        assert next(it).images == []
+    with pytest.raises(RuntimeError, match="10 consecutive training batches had no loadable "
+                                           "image.*gone"):
+        next(it)
+
+
+def test_test_loader_shards_cover_each_image_once(good_ds, coco_files, caplog) -> None:
+    seen = []
+    for rank in range(3):
+        loader = build_test_loader(good_ds, 2, num_workers=0, rank=rank, world_size=3)
+        for images, targets in loader:
+            assert len(images) == len(targets)
+            for im, t in zip(images, targets, strict=True):
+                assert tuple(im.shape[1:]) == t["orig_size"]
+                seen.append(t["image_id"])
+    assert sorted(seen) == good_ds.image_ids
+    par = [t["image_id"] for _, ts in build_test_loader(good_ds, 3, num_workers=2)
+           for t in ts]
+    assert par == good_ds.image_ids
+
+    bad_ds = CocoDetection(coco_files["img_dir"], coco_files["ann_file"])
+    with caplog.at_level(logging.WARNING, logger="rfcn.data"):
+        ids = [t["image_id"] for _, ts in build_test_loader(bad_ds, 2, num_workers=0)
+               for t in ts]
+    assert ids == [1, 2, 3, 4, 5, 6]
+    assert "truncated.jpg" in caplog.text
+    with pytest.raises(ValueError, match="truncated"):
+        list(build_test_loader(bad_ds, 2, num_workers=0, strict=True))

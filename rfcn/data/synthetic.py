@@ -3,9 +3,10 @@
 Four classes told apart by shape, never by colour (every object gets a random colour):
 circle (slightly elliptic), rectangle (aspect 1:1 to 2:1, tilted up to 20 degrees), triangle
 (any rotation) and cross (a plus sign, tilted up to 20 degrees). Objects are 28 to 96 px
-across, 1 to 6 per image, may overlap (at most 30% of the smaller box is covered), and sit on
-a textured background with lines, arcs, dots and small irregular blobs as clutter, plus
-sensor noise, occasional blur and JPEG compression.
+across before rotation (boxes of about 20 to 125 px), 1 to 6 per image; they may overlap (at
+most 30% of the smaller box is covered) and sit on a textured background with lines, arcs,
+dots and small irregular blobs as clutter, plus sensor noise, occasional blur and JPEG
+compression.
 
 `ensure_synthetic_dataset` writes the JPEGs and COCO JSON once into a cache directory keyed by
 the parameters (and the generator version), atomically: the dataset is assembled in a

@@ -23,10 +23,10 @@ import numpy as np
 import torch
 from pycocotools.coco import COCO
 
+from rfcn.data.interfaces import Transform
 from rfcn.data.records import (
     BadRecordCounter,
     ImageRecord,
-    Transform,
     clean_box,
     load_record_image,
     load_record_sample,

@@ -4,33 +4,14 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
 
-from rfcn.data.records import Transform
+from rfcn.data.interfaces import DetectionDataset, Transform
 
-__all__ = ["ConcatDetection", "DetectionDataset"]
-
-
-class DetectionDataset(Protocol):
-    """What the loaders and evaluators use from a dataset."""
-
-    class_names: list[str]
-    aspect_ratios: list[float]
-    image_ids: list[int]
-    label_to_cat_id: dict[int, int]
-    cat_id_to_label: dict[int, int]
-
-    def __len__(self) -> int: ...
-    def image_path(self, index: int) -> str: ...
-    def get_annotation(self, index: int) -> dict[str, Any]: ...
-    def load_image(self, index: int) -> np.ndarray: ...
-    def get(
-        self, index: int, rng: np.random.Generator | None = None,
-        transforms: Transform | None = None,
-    ) -> tuple[torch.Tensor, dict[str, Any]]: ...
+__all__ = ["ConcatDetection"]
 
 
 class ConcatDetection:

@@ -69,7 +69,10 @@ def read_image_rgb(path: str | os.PathLike[str]) -> np.ndarray:
         raise ValueError(f"{path}: empty file")
     if data.startswith(_JPEG_SOI) and _jpeg_truncated(data):
         raise ValueError(f"{path}: truncated JPEG file (no end-of-image marker)")
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    try:
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error as e:  # e.g. more pixels than OpenCV's limit
+        raise ValueError(f"{path}: cannot decode image ({str(e).strip()})") from e
     if img is None:
         raise ValueError(f"{path}: not a readable image (corrupt, truncated or unknown format)")
     if img.size == 0 or img.shape[0] == 0 or img.shape[1] == 0:

@@ -28,8 +28,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from rfcn.data.collate import collate_detection
-from rfcn.data.concat import DetectionDataset
-from rfcn.data.records import Transform
+from rfcn.data.interfaces import DetectionDataset, Transform
 from rfcn.data.sampler import SampleSpec, TrainBatchSampler, TrainSchedule, shard_range
 
 __all__ = ["TrainBatch", "TrainLoader", "TestLoader", "build_test_loader", "build_train_loader"]

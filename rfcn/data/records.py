@@ -14,28 +14,22 @@ import logging
 import math
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
 
 from rfcn.data.image_io import read_image_rgb, to_tensor
+from rfcn.data.interfaces import Transform
 
 __all__ = [
     "BadRecordCounter",
     "ImageRecord",
-    "Transform",
     "clean_box",
     "load_record_image",
     "load_record_sample",
     "record_target",
 ]
-
-
-class Transform(Protocol):
-    def __call__(
-        self, image: np.ndarray, target: dict[str, Any], rng: np.random.Generator
-    ) -> tuple[np.ndarray, dict[str, Any]]: ...
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import torch
 
-from rfcn.data.records import Transform
+from rfcn.data.interfaces import Transform
 
 __all__ = [
     "ColorJitter",

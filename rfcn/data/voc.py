@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from rfcn.data.interfaces import Transform
 from rfcn.data.records import (
     BadRecordCounter,
     ImageRecord,
-    Transform,
     clean_box,
     load_record_image,
     load_record_sample,

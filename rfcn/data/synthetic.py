@@ -2,11 +2,11 @@
 
 Four classes told apart by shape, never by colour (every object gets a random colour):
 circle (slightly elliptic), rectangle (aspect 1:1 to 2:1, tilted up to 20 degrees), triangle
-(any rotation) and cross (a plus sign, tilted up to 20 degrees). Objects are 28 to 96 px
-across before rotation (boxes of about 20 to 125 px), 1 to 6 per image; they may overlap (at
-most 30% of the smaller box is covered) and sit on a textured background with lines, arcs,
-dots and small irregular blobs as clutter, plus sensor noise, occasional blur and JPEG
-compression.
+(any rotation) and cross (a plus sign, tilted up to 20 degrees). Objects are 1/8 to 3/7 of
+the image side across before rotation (28 to 96 px at 224 px; boxes of about 20 to 125 px),
+1 to 6 per image; they may overlap (at most 30% of the smaller box is covered) and sit on a
+textured background with lines, arcs, dots and small irregular blobs as clutter, plus sensor
+noise, occasional blur and JPEG compression.
 
 `ensure_synthetic_dataset` writes the JPEGs and COCO JSON once into a cache directory keyed by
 the parameters (and the generator version), atomically: the dataset is assembled in a
@@ -35,9 +35,13 @@ __all__ = ["CLASS_NAMES", "ensure_synthetic_dataset", "render_image"]
 
 logger = logging.getLogger(__name__)
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 CLASS_NAMES = ("circle", "rectangle", "triangle", "cross")
-MIN_OBJECT, MAX_OBJECT = 28, 96
+# Geometry is designed at REFERENCE_SIZE px (the shorter image side) and scales with it:
+# objects 28..96 px (before rotation) at 224 px.
+REFERENCE_SIZE = 224
+MIN_OBJECT, MAX_OBJECT = 28 / REFERENCE_SIZE, 96 / REFERENCE_SIZE  # fractions of the side
+MIN_IMAGE_SIZE = 32
 MAX_OBJECTS = 6
 MAX_OVERLAP = 0.3
 _SHIFT = 4  # cv2 sub-pixel drawing: coordinates carry 4 fractional bits
@@ -59,6 +63,7 @@ def _random_color(rng: np.random.Generator, avoid: np.ndarray | None = None) -> 
 
 
 def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    scale = min(h, w) / REFERENCE_SIZE
     base = rng.uniform(60, 200, size=3).astype(np.float32)
     # Low-frequency texture (a coarse random field upsampled, plus a linear gradient), built
     # at quarter resolution: it is smooth anyway, and this keeps generation fast.
@@ -78,7 +83,7 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
         cv2.line(img, p1, p2, _random_color(rng), int(rng.integers(1, 3)), cv2.LINE_AA)
     for _ in range(int(rng.integers(0, 4))):
         c = (int(rng.integers(0, w)), int(rng.integers(0, h)))
-        axes = (int(rng.integers(10, 50)), int(rng.integers(10, 50)))
+        axes = (int(rng.integers(10, 50) * scale), int(rng.integers(10, 50) * scale))
         start = float(rng.uniform(0, 360))
         cv2.ellipse(img, c, axes, float(rng.uniform(0, 180)), start,
                     start + float(rng.uniform(60, 200)), _random_color(rng),
@@ -87,7 +92,7 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
         c = (int(rng.integers(0, w)), int(rng.integers(0, h)))
         cv2.circle(img, c, int(rng.integers(1, 4)), _random_color(rng), -1, cv2.LINE_AA)
     for _ in range(int(rng.integers(0, 5))):
-        cx, cy, r = rng.uniform(0, w), rng.uniform(0, h), rng.uniform(3, 7)
+        cx, cy, r = rng.uniform(0, w), rng.uniform(0, h), rng.uniform(3, 7) * scale
         k = int(rng.integers(5, 8))
         angles = np.sort(rng.uniform(0, 2 * math.pi, k))
         radii = r * rng.uniform(0.5, 1.3, k)
@@ -144,7 +149,8 @@ def render_image(
     boxes: list[list[float]] = []
     for _ in range(int(rng.integers(1, MAX_OBJECTS + 1))):
         label = int(rng.integers(1, len(CLASS_NAMES) + 1))
-        size = float(np.exp(rng.uniform(math.log(MIN_OBJECT), math.log(MAX_OBJECT))))
+        side = min(height, width)
+        size = side * float(np.exp(rng.uniform(math.log(MIN_OBJECT), math.log(MAX_OBJECT))))
         if CLASS_NAMES[label - 1] == "circle":
             a, b = size / 2, size / 2 * rng.uniform(0.85, 1.0)
             ang = rng.uniform(0, math.pi)
@@ -236,8 +242,8 @@ def ensure_synthetic_dataset(
         ``{"train": (img_dir, ann_file), "val": (img_dir, ann_file)}``. The data lives in
         ``root/synthetic-<hash of the parameters>/``; other parameters give another directory.
     """
-    if num_train < 1 or num_val < 1 or image_size < 2 * MAX_OBJECT:
-        raise ValueError(f"need num_train, num_val >= 1 and image_size >= {2 * MAX_OBJECT}; got "
+    if num_train < 1 or num_val < 1 or image_size < MIN_IMAGE_SIZE:
+        raise ValueError(f"need num_train, num_val >= 1 and image_size >= {MIN_IMAGE_SIZE}; got "
                          f"{num_train}, {num_val}, {image_size}")
     params = {"version": GENERATOR_VERSION, "num_train": int(num_train), "num_val": int(num_val),
               "image_size": int(image_size), "seed": int(seed)}

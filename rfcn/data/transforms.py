@@ -101,6 +101,11 @@ class RandomResize:
         return f"RandomResize(min_sizes={self.min_sizes}, max_size={self.max_size})"
 
 
+def _luma(img: np.ndarray) -> np.ndarray:
+    # elementwise (no BLAS), so results do not depend on thread counts
+    return img[..., 0] * 0.299 + img[..., 1] * 0.587 + img[..., 2] * 0.114
+
+
 class ColorJitter:
     """Random brightness, contrast and saturation, each a factor in [1 - s, 1 + s]."""
 
@@ -114,11 +119,11 @@ class ColorJitter:
     ) -> tuple[np.ndarray, Target]:
         s = self.strength
         brightness, contrast, saturation = rng.uniform(1.0 - s, 1.0 + s, size=3)
-        img = image.astype(np.float32) * brightness
-        gray = img @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-        img = (img - gray.mean()) * contrast + gray.mean()
-        gray = img @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-        img = (img - gray[..., None]) * saturation + gray[..., None]
+        img = image.astype(np.float32) * np.float32(brightness)
+        mean = np.float32(_luma(img).mean())
+        img = (img - mean) * np.float32(contrast) + mean
+        gray = _luma(img)[..., None]
+        img = (img - gray) * np.float32(saturation) + gray
         return np.clip(img + 0.5, 0, 255).astype(np.uint8), target
 
     def __repr__(self) -> str:

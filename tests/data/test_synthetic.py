@@ -33,7 +33,8 @@ def test_layout_and_reading(synth) -> None:
             assert 1 <= len(b) <= 6
             assert (b[:, :2] >= 0).all() and (b[:, 2:] <= 192).all()
             sides = (b[:, 2:] - b[:, :2]).max(1).values
-            assert (sides >= MIN_OBJECT * 0.4).all() and (sides <= MAX_OBJECT * 1.3).all()
+            assert (sides >= MIN_OBJECT * 192 * 0.6).all()
+            assert (sides <= MAX_OBJECT * 192 * 1.3).all()
 
 
 def test_reused_and_deterministic(synth, tmp_path: Path) -> None:
@@ -83,6 +84,13 @@ def test_killed_generation_leaves_no_dataset(tmp_path: Path, monkeypatch) -> Non
     assert not stale.exists() and final.is_dir()
 
 
+def test_small_images(tmp_path: Path) -> None:
+    paths = ensure_synthetic_dataset(tmp_path, num_train=3, num_val=2, image_size=48, seed=0)
+    ds = CocoDetection(*paths["train"])
+    assert ds.num_bad_records == 0 and ds[0][0].shape == (3, 48, 48)
+    assert all(len(ds.get_annotation(i)["boxes"]) for i in range(3))
+
+
 def test_render_is_seeded_and_sane() -> None:
     a, sa = render_image(np.random.default_rng(0), 160, 200)
     b, sb = render_image(np.random.default_rng(0), 160, 200)
@@ -96,4 +104,4 @@ def test_rejects_bad_parameters(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         ensure_synthetic_dataset(tmp_path, num_train=0, num_val=1, image_size=192, seed=0)
     with pytest.raises(ValueError):
-        ensure_synthetic_dataset(tmp_path, num_train=1, num_val=1, image_size=64, seed=0)
+        ensure_synthetic_dataset(tmp_path, num_train=1, num_val=1, image_size=16, seed=0)

@@ -42,16 +42,22 @@ def _np_scale(x: Tensor, spatial_scale: float) -> np.floating:
 
 
 def _cuda():
-    from rfcn.kernels import psroi_cuda  # noqa: PLC0415 (CUDA-only import)
+    from rfcn.kernels import psroi_cuda  # CUDA-only import
 
     return psroi_cuda
 
 
-def _cuda_args(*tensors: Tensor):
-    from numba import cuda  # noqa: PLC0415
+@contextlib.contextmanager
+def _cuda_launch(*tensors: Tensor) -> Iterator[tuple]:
+    """Zero-copy Numba views of ``tensors`` and torch's current stream on their device."""
+    from numba import cuda
 
-    stream = cuda.external_stream(torch.cuda.current_stream(tensors[0].device).cuda_stream)
-    return stream, [cuda.as_cuda_array(t.detach(), sync=False) for t in tensors]
+    device = tensors[0].device
+    with torch.cuda.device(device), cuda.gpus[device.index]:
+        stream = cuda.external_stream(torch.cuda.current_stream(device).cuda_stream)
+        # sync=False: the kernels run on torch's stream, ordered after the producers
+        arrays = [cuda.as_cuda_array(t.detach(), sync=False) for t in tensors]
+        yield stream, arrays
 
 
 def pool_forward(x: Tensor, rois: Tensor, spatial_scale: float, ph: int, pw: int) -> Tensor:
@@ -61,8 +67,7 @@ def pool_forward(x: Tensor, rois: Tensor, spatial_scale: float, ph: int, pw: int
     if out.numel() == 0:
         return out
     if x.is_cuda:
-        with torch.cuda.device(x.device):
-            stream, (xa, ra, oa) = _cuda_args(x, rois, out)
+        with _cuda_launch(x, rois, out) as (stream, (xa, ra, oa)):
             _cuda().pool_forward(xa, ra, spatial_scale, ph, pw, oa, stream)
         return out
     with _cpu_threads(out.numel()):
@@ -84,8 +89,7 @@ def pool_backward(
     if grad.is_cuda:
         gx = grad.new_zeros(shape)
         if grad.numel() and gx.numel():
-            with torch.cuda.device(grad.device):
-                stream, (ga, ra, xa) = _cuda_args(grad, rois, gx)
+            with _cuda_launch(grad, rois, gx) as (stream, (ga, ra, xa)):
                 _cuda().pool_backward(ga, ra, spatial_scale, ph, pw, xa, stream)
         return gx
     if grad.numel() == 0 or int(np.prod(shape)) == 0:
@@ -112,8 +116,7 @@ def align_forward(
     if out.numel() == 0:
         return out
     if x.is_cuda:
-        with torch.cuda.device(x.device):
-            stream, (xa, ra, oa) = _cuda_args(x, rois, out)
+        with _cuda_launch(x, rois, out) as (stream, (xa, ra, oa)):
             _cuda().align_forward(xa, ra, spatial_scale, ph, pw, sampling_ratio, oa, stream)
         return out
     with _cpu_threads(out.numel()):
@@ -143,8 +146,7 @@ def align_backward(
     if grad.numel() == 0 or gx.numel() == 0:
         return gx
     if grad.is_cuda:
-        with torch.cuda.device(grad.device):
-            stream, (ga, ra, xa) = _cuda_args(grad, rois, gx)
+        with _cuda_launch(grad, rois, gx) as (stream, (ga, ra, xa)):
             _cuda().align_backward(ga, ra, spatial_scale, ph, pw, sampling_ratio, xa, stream)
         return gx
     with _cpu_threads(grad.numel()):

@@ -154,8 +154,13 @@ def resnet_trunk(
     if pretrained:
         state = load_backbone_state_dict(weights_backbone)
         state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-        missing, unexpected = resnet.load_state_dict(state, strict=False)
-        missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+        try:
+            missing, unexpected = resnet.load_state_dict(state, strict=False)
+        except RuntimeError as exc:  # shape mismatches
+            raise ValueError(f"weights_backbone {weights_backbone!r} does not fit {arch}: "
+                             f"{str(exc)[:500]}") from exc
+        missing = [k for k in missing
+                   if not k.startswith("fc.") and not k.endswith("num_batches_tracked")]
         if norm == "gn":  # GroupNorm keeps the affine parameters, has no running statistics
             unexpected = [k for k in unexpected if not k.endswith(_BN_BUFFERS)]
         if missing or unexpected:

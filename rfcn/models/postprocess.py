@@ -52,8 +52,8 @@ class DetectionPostProcessor:
         num_rois, num_classes = class_logits.shape
         device = class_logits.device
         scores = F.softmax(class_logits, dim=-1)[:, 1:]  # [R, C-1]
-        boxes = self.box_coder.decode_single(box_regression.reshape(num_rois, -1), rois[:, 1:])
-        boxes = boxes.reshape(num_rois, -1, 4)
+        boxes = self.box_coder.decode_single(box_regression, rois[:, 1:])
+        boxes = boxes.reshape(num_rois, box_regression.shape[1] // 4, 4)
         boxes = boxes[:, 1:] if boxes.shape[1] == num_classes else boxes
         boxes = boxes.expand(num_rois, num_classes - 1, 4)
         image_idx = rois[:, 0].to(torch.int64)

@@ -42,7 +42,6 @@ CLASS_NAMES = ("circle", "rectangle", "triangle", "cross")
 REFERENCE_SIZE = 224
 MIN_OBJECT, MAX_OBJECT = 28 / REFERENCE_SIZE, 96 / REFERENCE_SIZE  # fractions of the side
 MIN_IMAGE_SIZE = 32
-MAX_OBJECTS = 6
 MAX_OVERLAP = 0.3
 _SHIFT = 4  # cv2 sub-pixel drawing: coordinates carry 4 fractional bits
 _ONE = 1 << _SHIFT
@@ -62,7 +61,7 @@ def _random_color(rng: np.random.Generator, avoid: np.ndarray | None = None) -> 
     return tuple(int(v) for v in rgb)
 
 
-def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+def _background(rng: np.random.Generator, h: int, w: int, clutter: float) -> np.ndarray:
     scale = min(h, w) / REFERENCE_SIZE
     base = rng.uniform(60, 200, size=3).astype(np.float32)
     # Low-frequency texture (a coarse random field upsampled, plus a linear gradient), built
@@ -77,21 +76,21 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     small = np.clip(small, 0, 255).astype(np.uint8)
     img = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
     # clutter: lines, arcs, dots and small irregular blobs (all smaller/thinner than objects)
-    for _ in range(int(rng.integers(3, 10))):
+    for _ in range(round(rng.integers(3, 10) * clutter)):
         p1 = (int(rng.integers(0, w)), int(rng.integers(0, h)))
         p2 = (int(rng.integers(0, w)), int(rng.integers(0, h)))
         cv2.line(img, p1, p2, _random_color(rng), int(rng.integers(1, 3)), cv2.LINE_AA)
-    for _ in range(int(rng.integers(0, 4))):
+    for _ in range(round(rng.integers(0, 4) * clutter)):
         c = (int(rng.integers(0, w)), int(rng.integers(0, h)))
         axes = (int(rng.integers(10, 50) * scale), int(rng.integers(10, 50) * scale))
         start = float(rng.uniform(0, 360))
         cv2.ellipse(img, c, axes, float(rng.uniform(0, 180)), start,
                     start + float(rng.uniform(60, 200)), _random_color(rng),
                     int(rng.integers(1, 3)), cv2.LINE_AA)
-    for _ in range(int(rng.integers(2, 12))):
+    for _ in range(round(rng.integers(2, 12) * clutter)):
         c = (int(rng.integers(0, w)), int(rng.integers(0, h)))
         cv2.circle(img, c, int(rng.integers(1, 4)), _random_color(rng), -1, cv2.LINE_AA)
-    for _ in range(int(rng.integers(0, 5))):
+    for _ in range(round(rng.integers(0, 5) * clutter)):
         cx, cy, r = rng.uniform(0, w), rng.uniform(0, h), rng.uniform(3, 7) * scale
         k = int(rng.integers(5, 8))
         angles = np.sort(rng.uniform(0, 2 * math.pi, k))
@@ -141,13 +140,15 @@ def _overlap_ok(box: list[float], boxes: list[list[float]]) -> bool:
 
 
 def render_image(
-    rng: np.random.Generator, height: int, width: int
+    rng: np.random.Generator, height: int, width: int, *, max_objects: int = 6,
+    clutter: float = 1.0,
 ) -> tuple[np.ndarray, list[Shape]]:
-    """One synthetic image ``np.ndarray[H, W, 3]`` uint8 RGB and its objects."""
-    img = _background(rng, height, width)
+    """One synthetic image ``np.ndarray[H, W, 3]`` uint8 RGB and its objects (1 to
+    ``max_objects``; ``clutter`` scales the number of background distractors)."""
+    img = _background(rng, height, width, clutter)
     shapes: list[Shape] = []
     boxes: list[list[float]] = []
-    for _ in range(int(rng.integers(1, MAX_OBJECTS + 1))):
+    for _ in range(int(rng.integers(1, max_objects + 1))):
         label = int(rng.integers(1, len(CLASS_NAMES) + 1))
         side = min(height, width)
         size = side * float(np.exp(rng.uniform(math.log(MIN_OBJECT), math.log(MAX_OBJECT))))
@@ -200,13 +201,15 @@ def render_image(
 
 
 def _write_split(
-    split_dir: str, ann_file: str, num: int, image_size: int, seed: int, split_id: int
+    split_dir: str, ann_file: str, num: int, image_size: int, seed: int, split_id: int,
+    max_objects: int, clutter: float,
 ) -> None:
     os.makedirs(split_dir)
     images, annotations = [], []
     for i in range(num):
         rng = np.random.default_rng([seed, split_id, i])
-        img, shapes = render_image(rng, image_size, image_size)
+        img, shapes = render_image(rng, image_size, image_size, max_objects=max_objects,
+                                   clutter=clutter)
         name = f"{i:06d}.jpg"
         ok, buf = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR),
                                [cv2.IMWRITE_JPEG_QUALITY, 90])
@@ -235,18 +238,27 @@ def ensure_synthetic_dataset(
     num_val: int = 200,
     image_size: int = 224,
     seed: int = 0,
+    max_objects: int = 6,
+    clutter: float = 1.0,
 ) -> dict[str, tuple[str, str]]:
     """Generate the synthetic dataset under ``root`` once; return its paths.
+
+    Images are ``image_size`` x ``image_size`` with 1 to ``max_objects`` objects; ``clutter``
+    scales the number of background distractors (0 for plain textured backgrounds).
 
     Returns:
         ``{"train": (img_dir, ann_file), "val": (img_dir, ann_file)}``. The data lives in
         ``root/synthetic-<hash of the parameters>/``; other parameters give another directory.
     """
-    if num_train < 1 or num_val < 1 or image_size < MIN_IMAGE_SIZE:
-        raise ValueError(f"need num_train, num_val >= 1 and image_size >= {MIN_IMAGE_SIZE}; got "
-                         f"{num_train}, {num_val}, {image_size}")
+    if (num_train < 1 or num_val < 1 or image_size < MIN_IMAGE_SIZE or max_objects < 1
+            or not clutter >= 0):
+        raise ValueError(
+            f"need num_train, num_val, max_objects >= 1, image_size >= {MIN_IMAGE_SIZE}, "
+            f"clutter >= 0; got num_train={num_train}, num_val={num_val}, "
+            f"image_size={image_size}, max_objects={max_objects}, clutter={clutter}")
     params = {"version": GENERATOR_VERSION, "num_train": int(num_train), "num_val": int(num_val),
-              "image_size": int(image_size), "seed": int(seed)}
+              "image_size": int(image_size), "seed": int(seed), "max_objects": int(max_objects),
+              "clutter": float(clutter)}
     key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
     root = os.fspath(root)
     final = os.path.join(root, f"synthetic-{key}")
@@ -270,7 +282,7 @@ def ensure_synthetic_dataset(
             for split_id, (split, num) in enumerate((("train", num_train), ("val", num_val))):
                 _write_split(os.path.join(tmp, split),
                              os.path.join(tmp, "annotations", f"{split}.json"),
-                             num, image_size, seed, split_id)
+                             num, image_size, seed, split_id, max_objects, clutter)
             with open(os.path.join(tmp, "params.json"), "w", encoding="utf-8") as f:
                 json.dump(params, f, indent=1)
             os.rename(tmp, final)

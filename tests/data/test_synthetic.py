@@ -84,11 +84,15 @@ def test_killed_generation_leaves_no_dataset(tmp_path: Path, monkeypatch) -> Non
     assert not stale.exists() and final.is_dir()
 
 
-def test_small_images(tmp_path: Path) -> None:
+def test_small_images_and_knobs(tmp_path: Path) -> None:
     paths = ensure_synthetic_dataset(tmp_path, num_train=3, num_val=2, image_size=48, seed=0)
     ds = CocoDetection(*paths["train"])
     assert ds.num_bad_records == 0 and ds[0][0].shape == (3, 48, 48)
     assert all(len(ds.get_annotation(i)["boxes"]) for i in range(3))
+    one = ensure_synthetic_dataset(tmp_path, num_train=4, num_val=1, image_size=64, seed=0,
+                                   max_objects=1, clutter=0.0)
+    ds = CocoDetection(*one["train"])
+    assert [len(ds.get_annotation(i)["boxes"]) for i in range(4)] == [1, 1, 1, 1]
 
 
 def test_render_is_seeded_and_sane() -> None:
@@ -105,3 +109,5 @@ def test_rejects_bad_parameters(tmp_path: Path) -> None:
         ensure_synthetic_dataset(tmp_path, num_train=0, num_val=1, image_size=192, seed=0)
     with pytest.raises(ValueError):
         ensure_synthetic_dataset(tmp_path, num_train=1, num_val=1, image_size=16, seed=0)
+    with pytest.raises(ValueError):
+        ensure_synthetic_dataset(tmp_path, num_train=1, num_val=1, clutter=float("nan"))

@@ -7,11 +7,12 @@ seed and the worker derives all randomness from it (see `rfcn.data.sampler`). Re
 the samples of one process with W*B.
 
 A file that fails to load is logged (naming the file) and replaced by a substitute from the
-same aspect group, drawn from the sample's seed (up to `MAX_ATTEMPTS` tries). Its path is in
-``TrainBatch.skipped``; with ``strict=True`` the ValueError is raised instead. A batch can be
-short, or empty when every try failed: one `TrainBatch` is still yielded per iteration, so
-processes of a distributed run stay in step (skip the step on an empty batch). After
-`MAX_EMPTY_BATCHES` consecutive empty batches the loader raises RuntimeError.
+same aspect group, drawn from the sample's seed (up to `MAX_ATTEMPTS` tries per sample). Its
+path is in ``TrainBatch.skipped``; with ``strict=True`` the ValueError is raised instead.
+A sample whose every try failed is left out (the batch is short). A batch is never empty:
+when every try of every sample failed, the dataset is (almost) entirely unreadable and the
+loader raises RuntimeError saying so, rather than hand the model nothing. One `TrainBatch`
+is yielded per global iteration, so the processes of a distributed run stay in step.
 """
 
 from __future__ import annotations
@@ -35,8 +36,7 @@ __all__ = ["TrainBatch", "TrainLoader", "TestLoader", "build_test_loader", "buil
 
 logger = logging.getLogger(__name__)
 
-MAX_ATTEMPTS = 10
-MAX_EMPTY_BATCHES = 10
+MAX_ATTEMPTS = 50  # with half the files bad, a batch comes out empty with p < 1e-15
 
 
 class TrainBatch(NamedTuple):
@@ -173,20 +173,15 @@ class TrainLoader:
         return self._failures.count
 
     def __iter__(self) -> Iterator[TrainBatch]:
-        empty = 0
         for it, (batch, failures) in enumerate(self._loader, self.start_iter):
             self._failures.log(failures)
-            if batch.images:
-                empty = 0
-            else:
-                empty += 1
-                logger.warning("iteration %d: no image of the batch could be loaded", it)
-                if empty >= MAX_EMPTY_BATCHES:
-                    raise RuntimeError(
-                        f"{empty} consecutive training batches had no loadable image "
-                        f"({self._failures.count} failed loads, {len(self._failures.seen)} "
-                        f"distinct files); is the dataset's image directory right? Last "
-                        f"error: {failures[-1].reason if failures else 'unknown'}")
+            if not batch.images:
+                raise RuntimeError(
+                    f"iteration {it}: none of the {len(failures)} attempts to load an image "
+                    f"for this batch succeeded ({len(self._failures.seen)} distinct files have "
+                    f"failed so far); the training images look unreadable: check the image "
+                    f"directory / file paths. Last error: "
+                    f"{failures[-1].reason if failures else 'unknown'}")
             yield batch
 
 

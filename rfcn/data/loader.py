@@ -6,13 +6,14 @@ seed and the worker derives all randomness from it (see `rfcn.data.sampler`). Re
 ``start_iter=i`` reproduces batch i onwards; W processes with B images per batch see exactly
 the samples of one process with W*B.
 
-A file that fails to load is logged (naming the file) and replaced by a substitute from the
-same aspect group, drawn from the sample's seed (up to `MAX_ATTEMPTS` tries per sample). Its
-path is in ``TrainBatch.skipped``; with ``strict=True`` the ValueError is raised instead.
-A sample whose every try failed is left out (the batch is short). A batch is never empty:
-when every try of every sample failed, the dataset is (almost) entirely unreadable and the
-loader raises RuntimeError saying so, rather than hand the model nothing. One `TrainBatch`
-is yielded per global iteration, so the processes of a distributed run stay in step.
+A file that fails to load is logged (naming the file) and replaced by a substitute drawn from
+the sample's seed: first from the same aspect group, then from anywhere (up to `MAX_ATTEMPTS`
+tries per sample). Its path is in ``TrainBatch.skipped``; with ``strict=True`` the ValueError
+is raised instead. A sample whose every try failed is left out (the batch is short). A batch
+is never empty: when every try of every sample failed, the dataset is (almost) entirely
+unreadable and the loader raises RuntimeError saying so, rather than hand the model nothing.
+One `TrainBatch` is yielded per global iteration, so the processes of a distributed run stay
+in step.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ __all__ = ["TrainBatch", "TrainLoader", "TestLoader", "build_test_loader", "buil
 logger = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 50  # with half the files bad, a batch comes out empty with p < 1e-15
+SAME_GROUP_ATTEMPTS = 10  # then substitutes come from the whole dataset (a group may be all bad)
 
 
 class TrainBatch(NamedTuple):
@@ -86,8 +88,10 @@ class _TrainSamples:
         failures: list[_Failure] = []
         for attempt in range(MAX_ATTEMPTS):
             rng = np.random.default_rng([seed, attempt])
-            if attempt > 0:  # a substitute of the same orientation, from the sample's seed
+            if 0 < attempt < SAME_GROUP_ATTEMPTS:  # a substitute of the same orientation
                 index = int(members[rng.integers(len(members))])
+            elif attempt >= SAME_GROUP_ATTEMPTS:
+                index = int(rng.integers(len(self.group_of)))
             try:
                 image, target = self.dataset.get(index, rng, self.transforms)
             except ValueError as e:

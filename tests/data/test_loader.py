@@ -111,6 +111,16 @@ def test_bad_files_skipped_logged_and_counted(coco_files, caplog) -> None:
     assert_same(batches, par)
 
 
+def test_group_of_only_bad_files_borrows_from_the_other(tmp_path: Path) -> None:
+    img_dir, ann = good_coco_dataset(tmp_path, [(16, 24)] * 3 + [(24, 16)] * 3)
+    for i in (3, 4, 5):  # every portrait image is broken
+        (img_dir / f"{i}.png").write_bytes(b"junk")
+    ds = CocoDetection(img_dir, ann)
+    batches = take(build_train_loader(ds, 3, seed=0, num_workers=0), 6)
+    assert all(len(b.images) == 3 for b in batches)
+    assert any(b.skipped for b in batches)
+
+
 def test_strict_raises(coco_files) -> None:
     ds = CocoDetection(coco_files["img_dir"], coco_files["ann_file"])
     loader = build_train_loader(ds, 10, seed=0, num_workers=0, strict=True)

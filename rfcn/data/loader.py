@@ -30,6 +30,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from rfcn.data.collate import collate_detection
+from rfcn.data.image_io import to_tensor
 from rfcn.data.interfaces import DetectionDataset, Transform
 from rfcn.data.sampler import SampleSpec, TrainBatchSampler, TrainSchedule, shard_range
 
@@ -229,8 +230,9 @@ class _TestSamples:
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> _Loaded:
-        try:
-            image, target = self.dataset.get(index)
+        try:  # no transforms, even if the dataset has some: evaluation sees original pixels
+            image = to_tensor(self.dataset.load_image(index))
+            target = self.dataset.get_annotation(index)
         except ValueError as e:
             if self.strict:
                 raise

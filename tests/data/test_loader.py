@@ -155,6 +155,11 @@ def test_test_loader_shards_cover_each_image_once(good_ds, coco_files, caplog) -
     par = [t["image_id"] for _, ts in build_test_loader(good_ds, 3, num_workers=2)
            for t in ts]
     assert par == good_ds.image_ids
+    # the dataset's own (training) transforms are not applied for testing
+    with_tf = CocoDetection(good_ds.img_dir, good_ds.ann_file, transforms=TF)
+    for images, targets in build_test_loader(with_tf, 4, num_workers=0):
+        for im, t in zip(images, targets, strict=True):
+            assert tuple(im.shape[1:]) == t["orig_size"]
 
     bad_ds = CocoDetection(coco_files["img_dir"], coco_files["ann_file"])
     with caplog.at_level(logging.WARNING, logger="rfcn.data"):

@@ -116,6 +116,8 @@ class VOCEvaluator:
         self.class_names = list(class_names)
         self.iou_thresh = iou_thresh
         self.pr_curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        # after evaluate(): every rank's (image id, boxes, labels, scores)
+        self.detections: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []
         self.reset()
 
     def reset(self) -> None:
@@ -148,8 +150,8 @@ class VOCEvaluator:
         if not is_main_process():
             return {}
         gts = [g for gt, _ in gathered for g in gt]
-        dets = [d for _, det in gathered for d in det]
-        return self._evaluate(gts, dets)
+        self.detections = [d for _, det in gathered for d in det]
+        return self._evaluate(gts, self.detections)
 
     def _evaluate(
         self,

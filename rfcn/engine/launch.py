@@ -1,0 +1,463 @@
+"""Entry points behind tools/: `train(cfg)`, `evaluate(cfg)`, `infer(cfg)`.
+
+They take a composed config (tools/*.py pass Hydra's; tests compose one with Hydra's compose
+API), build everything through `rfcn.config` and run. Results go to the output directory;
+nothing is printed (the tools print the returned tables).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from rfcn import config as rc
+from rfcn.engine.checkpoint import CheckpointError, load_checkpoint, load_model_state
+from rfcn.engine.distributed import (
+    barrier,
+    get_rank,
+    get_world_size,
+    init_distributed,
+    is_distributed,
+    is_main_process,
+    local_rank,
+)
+from rfcn.engine.evaluator import inference_on_dataset
+from rfcn.engine.trainer import Trainer, TrainerSettings
+from rfcn.engine.visualize import draw_detections
+
+logger = logging.getLogger(__name__)
+
+AMP_DTYPES = {"none": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+# ---- shared setup -------------------------------------------------------------------------
+
+
+def setup_device(name: str) -> torch.device:
+    """The device of this process (cuda:LOCAL_RANK under torchrun)."""
+    device = rc.resolve_device(name)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", local_rank())
+        torch.cuda.set_device(device)
+    return device
+
+
+def configure_threads(num_threads: int | None, num_workers: int) -> int:
+    """Intra-op threads: the requested number, else this process's share of the cores.
+
+    Data workers mostly wait on JPEG decoding, so they are not subtracted; processes started
+    by torchrun split the cores between them.
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = cores or 1
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    threads = num_threads or max(1, cores // local_world)
+    torch.set_num_threads(threads)
+    if threads * local_world > cores:
+        logger.warning(
+            "%d threads x %d processes on %d cores: oversubscribed, expect slow steps",
+            threads,
+            local_world,
+            cores,
+        )
+    logger.info(
+        "torch threads %d (cores %d, processes on this node %d, data workers %d per process)",
+        threads,
+        cores,
+        local_world,
+        num_workers,
+    )
+    return threads
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, allow_nan=False) + "\n")
+    os.replace(tmp, path)
+
+
+def _class_check(ckpt_classes: list[str], dataset_classes: list[str], where: str) -> None:
+    if list(ckpt_classes) != list(dataset_classes):
+        raise ValueError(
+            f"{where}: the checkpoint's classes {list(ckpt_classes)[1:]} differ from the "
+            f"dataset's {list(dataset_classes)[1:]}"
+        )
+
+
+def _evaluate_model(
+    model: nn.Module,
+    dataset: Any,
+    dataset_name: str,
+    device: torch.device,
+    num_workers: int,
+    autocast_dtype: torch.dtype | None = None,
+) -> tuple[dict[str, Any], Any]:
+    from rfcn.data.loader import build_test_loader
+
+    evaluator = rc.build_evaluator(dataset_name, dataset)
+    loader = build_test_loader(
+        dataset,
+        1,
+        num_workers=num_workers,
+        rank=get_rank(),
+        world_size=get_world_size(),
+    )
+    amp = autocast_dtype if device.type == "cuda" else None
+    metrics = inference_on_dataset(model, loader, evaluator, device, autocast_dtype=amp)
+    return metrics, evaluator
+
+
+def _tensorboard_eval_extras(
+    writer: Any,
+    model: nn.Module,
+    dataset: Any,
+    evaluator: Any,
+    device: torch.device,
+    iteration: int,
+    num_images: int,
+) -> None:
+    """Sample images with predicted boxes and per-class PR curves."""
+    for name, (recall, precision) in getattr(evaluator, "pr_curves", {}).items():
+        order = np.argsort(-np.asarray(recall), kind="stable")  # descending recall
+        rec = np.asarray(recall, dtype=np.float64)[order]
+        prec = np.asarray(precision, dtype=np.float64)[order]
+        zeros = np.zeros(len(rec))
+        writer.add_pr_curve_raw(
+            f"pr_curve/{name}",
+            zeros,
+            zeros,
+            zeros,
+            zeros,
+            prec,
+            rec,
+            iteration,
+            num_thresholds=len(rec),
+        )
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for i in range(min(num_images, len(dataset))):
+                image, _ = dataset[i]
+                out = model([image.to(device)])[0]
+                canvas = (image.permute(1, 2, 0).clamp(0, 1) * 255).to(torch.uint8).numpy()
+                drawn = draw_detections(
+                    canvas,
+                    out["boxes"].cpu(),
+                    out["labels"].cpu(),
+                    out["scores"].cpu(),
+                    dataset.class_names,
+                    score_thresh=0.3,
+                )
+                writer.add_image(f"predictions/{i}", drawn, iteration, dataformats="HWC")
+    finally:
+        model.train(was_training)
+    writer.flush()
+
+
+# ---- train ---------------------------------------------------------------------------------
+
+
+def train(cfg: Any) -> dict[str, Any]:
+    """Train as configured; returns the final metrics (on the main process).
+
+    Raises:
+        TrainingDiverged: after `train.max_nonfinite_steps` consecutive non-finite steps.
+    """
+    from rfcn.data.loader import build_train_loader
+
+    output_dir = rc.resolve_output_dir(cfg)
+    device = setup_device(cfg.train.device)
+    init_distributed(device)
+    rank, world_size = get_rank(), get_world_size()
+    configure_threads(cfg.train.num_threads, cfg.train.num_workers)
+    if is_main_process():
+        output_dir.mkdir(parents=True, exist_ok=True)
+    seed_everything(cfg.train.seed)
+
+    train_ds, val_ds = rc.build_datasets(cfg.dataset)
+    class_names = list(train_ds.class_names)
+    if list(val_ds.class_names) != class_names:
+        raise ValueError(
+            f"train and val splits have different classes: {class_names[1:]} vs "
+            f"{list(val_ds.class_names)[1:]}"
+        )
+    label_to_cat_id = {int(k): int(v) for k, v in train_ds.label_to_cat_id.items()}
+    logger.info(
+        "dataset %s: %d train / %d val images, %d classes",
+        cfg.dataset.name,
+        len(train_ds),
+        len(val_ds),
+        len(class_names) - 1,
+    )
+
+    resume_path = output_dir / "checkpoints" / "last.pt"
+    resume_ckpt = None
+    if cfg.train.resume:
+        if resume_path.is_file():
+            resume_ckpt = load_checkpoint(resume_path)
+        else:
+            logger.info("train.resume: no %s yet, starting from scratch", resume_path)
+    finetune_ckpt = None
+    if cfg.model.weights and resume_ckpt is None:
+        finetune_ckpt = load_checkpoint(os.path.expanduser(cfg.model.weights))
+
+    model = rc.build_model(
+        cfg.model,
+        len(class_names),
+        load_backbone=resume_ckpt is None and finetune_ckpt is None,
+    )
+    if finetune_ckpt is not None:
+        load_model_state(
+            model,
+            finetune_ckpt,
+            allow_class_change=True,
+            architecture=cfg.model.name,
+            source=f"model.weights={cfg.model.weights}",
+        )
+        logger.info("fine-tuning from %s", cfg.model.weights)
+    if resume_ckpt is not None:
+        load_model_state(model, resume_ckpt, architecture=cfg.model.name, source=str(resume_path))
+    model.to(device)
+
+    optimizer, scheduler = rc.build_solver(cfg.solver, model, cfg.train.max_iter)
+    transforms = rc.build_train_transforms(cfg.aug, cfg.model, model)
+
+    writer = None
+    if is_main_process():
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(log_dir=str(output_dir))
+        writer.add_text("config", "```\n" + rc.to_yaml(cfg) + "\n```", 0)
+
+    amp_dtype = AMP_DTYPES.get(cfg.train.amp)
+    if cfg.train.amp not in AMP_DTYPES:
+        raise ValueError(f"train.amp must be one of {sorted(AMP_DTYPES)}, got {cfg.train.amp!r}")
+    if amp_dtype is not None and device.type != "cuda":
+        logger.warning("train.amp=%s applies to CUDA only; training in float32", cfg.train.amp)
+
+    def loader_factory(start_iter: int) -> Any:
+        return build_train_loader(
+            train_ds,
+            cfg.solver.ims_per_batch,
+            seed=cfg.train.seed,
+            start_iter=start_iter,
+            num_workers=cfg.train.num_workers,
+            strict=cfg.dataset.strict,
+            rank=rank,
+            world_size=world_size,
+            transforms=transforms,
+        )
+
+    def evaluate_fn(eval_model: nn.Module, iteration: int) -> dict[str, Any]:
+        metrics, evaluator = _evaluate_model(
+            eval_model, val_ds, cfg.dataset.name, device, cfg.train.num_workers, amp_dtype
+        )
+        if writer is not None and metrics:
+            _tensorboard_eval_extras(
+                writer, eval_model, val_ds, evaluator, device, iteration, cfg.train.num_vis_images
+            )
+        return metrics
+
+    train_model: nn.Module = model
+    if is_distributed():
+        train_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+
+    trainer = Trainer(
+        train_model,
+        model,
+        optimizer,
+        scheduler,
+        loader_factory,
+        evaluate_fn,
+        device,
+        output_dir,
+        TrainerSettings(
+            max_iter=cfg.train.max_iter,
+            eval_period=cfg.train.eval_period,
+            checkpoint_period=cfg.train.checkpoint_period,
+            amp_dtype=amp_dtype,
+            clip_grad_norm=cfg.train.clip_grad_norm,
+            max_nonfinite_steps=cfg.train.max_nonfinite_steps,
+            log_period=cfg.train.log_period,
+            progress=cfg.train.progress,
+        ),
+        checkpoint_meta={
+            "class_names": class_names,
+            "label_to_cat_id": label_to_cat_id,
+            "config": rc.to_yaml(cfg),
+            "architecture": cfg.model.name,
+        },
+        writer=writer,
+    )
+    if resume_ckpt is not None:
+        trainer.load_training_state(resume_ckpt)
+        trainer.last_good_checkpoint = resume_path
+        logger.info("resumed from %s at iteration %d", resume_path, trainer.iteration)
+    try:
+        metrics = trainer.train()
+        if is_main_process():
+            metrics = {
+                **metrics,
+                "iteration": trainer.iteration,
+                "dataset": cfg.dataset.name,
+                "checkpoint": str(trainer.checkpoint_path),
+            }
+            _write_json(output_dir / "metrics.json", metrics)
+            logger.info("wrote %s", output_dir / "metrics.json")
+        barrier()
+        return metrics
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+# ---- evaluate ------------------------------------------------------------------------------
+
+
+def _model_from_checkpoint(ckpt: dict[str, Any], source: str) -> tuple[nn.Module, Any]:
+    """The model a checkpoint was trained as, with its weights, and the checkpoint's config."""
+    if "config" not in ckpt or "class_names" not in ckpt:
+        raise CheckpointError(
+            f"{source} has no config / class_names: not an rfcn training checkpoint"
+        )
+    ckpt_cfg = rc.from_yaml(ckpt["config"])
+    model = rc.build_model(ckpt_cfg.model, len(ckpt["class_names"]), load_backbone=False)
+    load_model_state(model, ckpt, architecture=ckpt_cfg.model.name, source=source)
+    return model, ckpt_cfg
+
+
+def evaluate(cfg: Any) -> dict[str, Any]:
+    """Evaluate `cfg.checkpoint` on `cfg.dataset` (default: the checkpoint's own dataset).
+
+    Writes metrics.json and detections.json (COCO results format, original category ids)
+    to the output directory; returns the metrics (main process).
+    """
+    output_dir = rc.resolve_output_dir(cfg)
+    device = setup_device(cfg.device)
+    init_distributed(device)
+    configure_threads(None, cfg.num_workers)
+    ckpt = load_checkpoint(os.path.expanduser(cfg.checkpoint))
+    model, ckpt_cfg = _model_from_checkpoint(ckpt, cfg.checkpoint)
+    model.to(device)
+    dataset_cfg = rc.validate_dataset_config(cfg.dataset if cfg.dataset else ckpt_cfg.dataset)
+    dataset = rc.build_eval_dataset(dataset_cfg)
+    _class_check(ckpt["class_names"], dataset.class_names, f"evaluating {cfg.checkpoint}")
+    metrics, evaluator = _evaluate_model(model, dataset, dataset_cfg.name, device, cfg.num_workers)
+    if is_main_process():
+        output_dir.mkdir(parents=True, exist_ok=True)
+        metrics = {
+            **metrics,
+            "iteration": int(ckpt.get("iteration", 0)),
+            "dataset": dataset_cfg.name,
+            "checkpoint": str(cfg.checkpoint),
+        }
+        _write_json(output_dir / "metrics.json", metrics)
+        _write_json(output_dir / "detections.json", _coco_results(evaluator, dataset))
+        logger.info("wrote %s and detections.json", output_dir / "metrics.json")
+    return metrics
+
+
+def _coco_results(evaluator: Any, dataset: Any) -> list[dict[str, Any]]:
+    from rfcn.engine.coco_eval import CocoEvaluator, detections_to_coco_results
+
+    if isinstance(evaluator, CocoEvaluator):
+        return evaluator.results
+    # VOC: convert the gathered detections with the dataset's label → id mapping
+    out: list[dict[str, Any]] = []
+    for image_id, boxes, labels, scores in evaluator.detections:
+        out.extend(
+            detections_to_coco_results(
+                image_id,
+                {
+                    "boxes": torch.as_tensor(boxes),
+                    "labels": torch.as_tensor(labels),
+                    "scores": torch.as_tensor(scores),
+                },
+                dataset.label_to_cat_id,
+            )
+        )
+    return out
+
+
+# ---- infer ---------------------------------------------------------------------------------
+
+
+def _list_images(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {path}")
+        return files
+    raise FileNotFoundError(f"input not found: {path}")
+
+
+def infer(cfg: Any) -> list[dict[str, Any]]:
+    """Detect objects in an image or a folder; writes drawn images and detections.json to
+    `cfg.output`; returns the detections."""
+    import cv2
+
+    device = setup_device(cfg.device)
+    configure_threads(None, 0)
+    ckpt = load_checkpoint(os.path.expanduser(cfg.checkpoint))
+    model, _ = _model_from_checkpoint(ckpt, cfg.checkpoint)
+    model.to(device).eval()
+    class_names = list(ckpt["class_names"])
+    label_to_cat_id = {int(k): int(v) for k, v in (ckpt.get("label_to_cat_id") or {}).items()}
+    out_dir = Path(os.path.expanduser(cfg.output))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    records: list[dict[str, Any]] = []
+    for path in _list_images(Path(os.path.expanduser(cfg.input))):
+        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if bgr is None or bgr.size == 0:
+            logger.warning("skipping %s: not a readable image", path)
+            continue
+        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        tensor = torch.from_numpy(rgb).permute(2, 0, 1).float().div_(255)
+        with torch.no_grad():
+            out = model([tensor.to(device)])[0]
+        keep = out["scores"] >= cfg.score_thresh
+        boxes, labels, scores = (out[k][keep].cpu() for k in ("boxes", "labels", "scores"))
+        drawn = draw_detections(rgb, boxes, labels, scores, class_names)
+        cv2.imwrite(str(out_dir / path.name), cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
+        records.append(
+            {
+                "file": str(path),
+                "height": int(rgb.shape[0]),
+                "width": int(rgb.shape[1]),
+                "detections": [
+                    {
+                        "bbox_xyxy": [round(float(v), 2) for v in box],
+                        "score": round(float(score), 4),
+                        "label": int(label),
+                        "class_name": class_names[int(label)],
+                        "category_id": label_to_cat_id.get(int(label), int(label)),
+                    }
+                    for box, label, score in zip(
+                        boxes.tolist(), labels.tolist(), scores.tolist(), strict=True
+                    )
+                ],
+            }
+        )
+        logger.info("%s: %d detections", path.name, len(records[-1]["detections"]))
+    _write_json(out_dir / "detections.json", records)
+    return records

@@ -1,0 +1,86 @@
+"""SGD with momentum and weight decay; linear warm-up followed by a step or cosine schedule.
+
+The schedule is a pure function of the iteration, so resuming only needs the iteration count
+(the scheduler's state dict holds nothing else).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+def build_optimizer(
+    model: nn.Module, base_lr: float, momentum: float = 0.9, weight_decay: float = 1e-4
+) -> torch.optim.SGD:
+    """SGD over the trainable parameters; biases and normalisation weights get no decay."""
+    decay, no_decay = [], []
+    for _, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim <= 1 else decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    return torch.optim.SGD(groups, lr=base_lr, momentum=momentum)
+
+
+@dataclass
+class LRMultiplier:
+    """Learning-rate factor at iteration `it`: linear warm-up, then step or cosine decay.
+
+    step: multiply by `gamma` at each iteration in `steps`. cosine: from 1 down to
+    `final_factor` over `[warmup_iters, max_iter]`.
+    """
+
+    max_iter: int
+    schedule: str = "step"
+    steps: tuple[int, ...] = ()
+    gamma: float = 0.1
+    warmup_iters: int = 0
+    warmup_factor: float = 0.001
+    final_factor: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.schedule not in ("step", "cosine"):
+            raise ValueError(f"schedule must be 'step' or 'cosine', got {self.schedule!r}")
+        self.steps = tuple(int(s) for s in self.steps)
+        if list(self.steps) != sorted(self.steps):
+            raise ValueError(f"steps must be increasing, got {list(self.steps)}")
+
+    def __call__(self, it: int) -> float:
+        if self.schedule == "step":
+            factor = self.gamma ** sum(1 for s in self.steps if it >= s)
+        else:
+            span = max(self.max_iter - self.warmup_iters, 1)
+            t = min(max(it - self.warmup_iters, 0) / span, 1.0)
+            factor = self.final_factor + (1 - self.final_factor) * 0.5 * (1 + math.cos(math.pi * t))
+        if it < self.warmup_iters:
+            alpha = it / self.warmup_iters
+            factor *= self.warmup_factor * (1 - alpha) + alpha
+        return factor
+
+
+def build_lr_scheduler(
+    optimizer: torch.optim.Optimizer,
+    max_iter: int,
+    schedule: str = "step",
+    steps: Sequence[int] = (),
+    gamma: float = 0.1,
+    warmup_iters: int = 0,
+    warmup_factor: float = 0.001,
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """A per-iteration LambdaLR (call `.step()` once per iteration)."""
+    multiplier = LRMultiplier(
+        max_iter=max_iter,
+        schedule=schedule,
+        steps=tuple(steps),
+        gamma=gamma,
+        warmup_iters=warmup_iters,
+        warmup_factor=warmup_factor,
+    )
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, multiplier)

@@ -1,0 +1,24 @@
+"""Detect objects in an image or a folder of images with a trained checkpoint.
+
+python tools/infer.py checkpoint=PATH input=IMAGE_OR_DIR output=DIR [score_thresh=0.5]
+# -> DIR/<image name> with boxes, labels and scores drawn; DIR/detections.json
+"""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+import rfcn.config  # noqa: F401  (registers the config schemas)
+from rfcn.engine.launch import infer
+
+
+@hydra.main(version_base="1.3", config_path="../configs", config_name="infer")
+def main(cfg: DictConfig) -> None:
+    records = infer(cfg)
+    total = sum(len(r["detections"]) for r in records)
+    print(f"{len(records)} images, {total} detections -> {cfg.output}")
+
+
+if __name__ == "__main__":
+    main()

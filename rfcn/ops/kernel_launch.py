@@ -16,14 +16,16 @@ from torch import Tensor
 
 from rfcn.kernels import psroi_cpu
 
-# Below this many output bins a CPU call runs on one thread: waking the pool costs more than
-# it saves, and on a busy machine a parallel region can wait a whole scheduler slice.
-_PARALLEL_MIN_BINS = 50_000
+# Below this many output bins (~15 ms of single-thread work) a CPU call runs on one thread:
+# each parallel region must wake the pool, and on a busy machine that can cost a scheduler
+# slice (~4 ms) per region, more than the work itself.
+_PARALLEL_MIN_BINS = 4_000_000
 
 
 @contextlib.contextmanager
-def _cpu_threads(n_bins: int) -> Iterator[None]:
-    """Numba threads for one call: torch's thread budget (no oversubscription), 1 if tiny."""
+def _cpu_threads(n_bins: int) -> Iterator[int]:
+    """Numba threads for one call (yielded): torch's thread budget (no oversubscription),
+    1 below ``_PARALLEL_MIN_BINS``."""
     want = (
         1
         if n_bins < _PARALLEL_MIN_BINS
@@ -32,7 +34,7 @@ def _cpu_threads(n_bins: int) -> Iterator[None]:
     old = numba.get_num_threads()
     numba.set_num_threads(max(want, 1))
     try:
-        yield
+        yield max(want, 1)
     finally:
         numba.set_num_threads(old)
 
@@ -70,7 +72,7 @@ def pool_forward(x: Tensor, rois: Tensor, spatial_scale: float, ph: int, pw: int
         with _cuda_launch(x, rois, out) as (stream, (xa, ra, oa)):
             _cuda().pool_forward(xa, ra, spatial_scale, ph, pw, oa, stream)
         return out
-    with _cpu_threads(out.numel()):
+    with _cpu_threads(out.numel()) as workers:
         psroi_cpu.ps_roi_pool_forward(
             x.detach().numpy(),
             rois.detach().numpy(),
@@ -78,6 +80,7 @@ def pool_forward(x: Tensor, rois: Tensor, spatial_scale: float, ph: int, pw: int
             ph,
             pw,
             out.numpy(),
+            workers,
         )
     return out
 
@@ -95,7 +98,7 @@ def pool_backward(
     if grad.numel() == 0 or int(np.prod(shape)) == 0:
         return grad.new_zeros(shape)
     gx = grad.new_empty(shape)
-    with _cpu_threads(grad.numel()):
+    with _cpu_threads(grad.numel()) as workers:
         psroi_cpu.ps_roi_pool_backward(
             grad.detach().numpy(),
             rois.detach().numpy(),
@@ -103,6 +106,7 @@ def pool_backward(
             ph,
             pw,
             gx.numpy(),
+            workers,
         )
     return gx
 
@@ -119,7 +123,7 @@ def align_forward(
         with _cuda_launch(x, rois, out) as (stream, (xa, ra, oa)):
             _cuda().align_forward(xa, ra, spatial_scale, ph, pw, sampling_ratio, oa, stream)
         return out
-    with _cpu_threads(out.numel()):
+    with _cpu_threads(out.numel()) as workers:
         psroi_cpu.ps_roi_align_forward(
             x.detach().numpy(),
             rois.detach().numpy(),
@@ -128,6 +132,7 @@ def align_forward(
             pw,
             sampling_ratio,
             out.numpy(),
+            workers,
         )
     return out
 
@@ -149,7 +154,7 @@ def align_backward(
         with _cuda_launch(grad, rois, gx) as (stream, (ga, ra, xa)):
             _cuda().align_backward(ga, ra, spatial_scale, ph, pw, sampling_ratio, xa, stream)
         return gx
-    with _cpu_threads(grad.numel()):
+    with _cpu_threads(grad.numel()) as workers:
         psroi_cpu.ps_roi_align_backward(
             grad.detach().numpy(),
             rois.detach().numpy(),
@@ -158,5 +163,6 @@ def align_backward(
             pw,
             sampling_ratio,
             gx.numpy(),
+            workers,
         )
     return gx

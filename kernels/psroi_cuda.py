@@ -56,7 +56,7 @@ def _decode(idx, c_out, pooled_h, pooled_w):
     return n, co, ph, pw, (co * pooled_h + ph) * pooled_w + pw
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _pool_forward_kernel(x, rois, spatial_scale, pooled_h, pooled_w, out):
     t = x.dtype.type
     height = x.shape[2]
@@ -83,7 +83,7 @@ def _pool_forward_kernel(x, rois, spatial_scale, pooled_h, pooled_w, out):
     out[n, co, ph, pw] = acc / t((he - hs) * (we - ws))
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _pool_backward_kernel(grad, rois, spatial_scale, pooled_h, pooled_w, grad_x):
     t = grad_x.dtype.type
     height = grad_x.shape[2]
@@ -142,7 +142,7 @@ def _align_geometry(rois, n, spatial_scale, pooled_h, pooled_w, sampling_ratio, 
     return start_h, start_w, bin_h, bin_w, gh, gw
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _align_forward_kernel(x, rois, spatial_scale, pooled_h, pooled_w, sampling_ratio, out):
     t = x.dtype.type
     height = x.shape[2]
@@ -177,7 +177,7 @@ def _align_forward_kernel(x, rois, spatial_scale, pooled_h, pooled_w, sampling_r
     out[n, co, ph, pw] = acc / t(gh * gw)
 
 
-@cuda.jit
+@cuda.jit(cache=True)
 def _align_backward_kernel(grad, rois, spatial_scale, pooled_h, pooled_w, sampling_ratio, grad_x):
     t = grad_x.dtype.type
     height = grad_x.shape[2]

@@ -21,7 +21,9 @@ def _ps_roi_align_op(
     pooled_width: int,
     sampling_ratio: int,
 ) -> Tensor:
-    roi_args.check_roi_values(rois, input.shape[0])
+    roi_args.check_roi_values(
+        rois, input.shape[0], (spatial_scale, pooled_height, pooled_width, sampling_ratio)
+    )
     x, r = as_compute(input, rois)
     out = kernel_launch.align_forward(
         x, r, spatial_scale, pooled_height, pooled_width, sampling_ratio
@@ -134,7 +136,9 @@ def ps_roi_align(
     wherever torchvision is finite the two agree.
 
     Raises ValueError/TypeError (naming the argument) for bad ranks or box shapes, C not
-    divisible, dtype/device mismatch, batch index out of range or non-finite boxes.
+    divisible, dtype/device mismatch, batch index out of range, non-finite boxes, or a
+    sampling grid above 1024 samples per bin side (``sampling_ratio``, or adaptive for an
+    absurdly large box), which would effectively hang.
     """
     ph, pw = roi_args.output_hw(output_size)
     scale = roi_args.check_scale(spatial_scale)

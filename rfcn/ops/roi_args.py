@@ -70,9 +70,19 @@ def check_scale(spatial_scale: float) -> float:
     return float(spatial_scale)
 
 
+# Samples per bin side of PS RoI align: beyond this a box is absurdly large for its map
+# (a 7x7 output at this grid covers > 7000 feature pixels per side) and the sample loops
+# would effectively hang, so it is rejected rather than run.
+MAX_SAMPLES_PER_SIDE = 1024
+
+
 def check_sampling_ratio(sampling_ratio: int) -> int:
     if isinstance(sampling_ratio, bool) or not isinstance(sampling_ratio, int):
         raise TypeError(f"sampling_ratio must be an int, got {type(sampling_ratio)}")
+    if sampling_ratio > MAX_SAMPLES_PER_SIDE:
+        raise ValueError(
+            f"sampling_ratio must be at most {MAX_SAMPLES_PER_SIDE}, got {sampling_ratio}"
+        )
     if sampling_ratio < -1:
         raise ValueError(
             f"sampling_ratio must be -1 or 0 (adaptive) or positive, got {sampling_ratio}"
@@ -101,16 +111,39 @@ def check_input(input: Tensor, rois: Tensor, pooled_h: int, pooled_w: int) -> No
         raise TypeError(f"boxes dtype {rois.dtype} must equal input dtype {input.dtype}")
 
 
-def check_roi_values(rois: Tensor, batch_size: int) -> None:
-    """Finite coordinates and batch index in ``[0, N)`` (one host sync)."""
+def _adaptive_grid(rois: Tensor, spatial_scale: float, bins: tuple[int, int]) -> Tensor:
+    """Largest adaptive sampling grid side, ``ceil(size * scale / bins)``, per RoI."""
+    r = rois.detach().double() * spatial_scale
+    gh = torch.ceil((r[:, 4] - r[:, 2]) / bins[0])
+    gw = torch.ceil((r[:, 3] - r[:, 1]) / bins[1])
+    return torch.maximum(gh, gw)
+
+
+def check_roi_values(
+    rois: Tensor,
+    batch_size: int,
+    align: tuple[float, int, int, int] | None = None,
+) -> None:
+    """Finite coordinates, batch index in ``[0, N)`` and, for align with adaptive sampling
+    (``align = (spatial_scale, PH, PW, sampling_ratio)``), a sampling grid of at most
+    ``MAX_SAMPLES_PER_SIDE`` per bin side. One host sync."""
     if rois.shape[0] == 0:
         return
     idx = rois[:, 0]
     ok = torch.isfinite(rois).all() & (idx >= 0).all() & (idx < batch_size).all()
+    adaptive = align is not None and align[3] <= 0
+    if adaptive:
+        grid = _adaptive_grid(rois, align[0], (align[1], align[2]))
+        ok = ok & (grid <= MAX_SAMPLES_PER_SIDE).all()
     if bool(ok):
         return
     if not bool(torch.isfinite(rois[:, 1:]).all()):
         raise ValueError("boxes must have finite coordinates")
+    if adaptive and not bool((grid <= MAX_SAMPLES_PER_SIDE).all()):
+        raise ValueError(
+            f"boxes: a box needs {int(grid.max())} adaptive samples per bin side (at most "
+            f"{MAX_SAMPLES_PER_SIDE}); pass sampling_ratio > 0 for boxes this large"
+        )
     bad = idx[~((idx >= 0) & (idx < batch_size))]
     raise ValueError(
         f"boxes: batch index {bad[0].item()} out of range for input with N={batch_size} images"

@@ -157,6 +157,13 @@ def _bad_inputs():
         ("spatial_scale negative", dict(spatial_scale=-1.0), ValueError, "spatial_scale"),
         ("sampling_ratio float", dict(sampling_ratio=2.0), TypeError, "sampling_ratio"),
         ("sampling_ratio", dict(sampling_ratio=-2), ValueError, "sampling_ratio"),
+        ("sampling_ratio huge", dict(sampling_ratio=10**6), ValueError, "sampling_ratio"),
+        (
+            "align box too large",
+            dict(boxes=torch.cat([rois[:, :1], rois[:, 1:] * 1e5], 1), sampling_ratio=-1),
+            ValueError,
+            "adaptive samples",
+        ),
     ]
 
 

@@ -185,3 +185,19 @@ def test_device_mismatch_is_a_value_error():
     x, rois = _case()
     with pytest.raises(ValueError, match="boxes are on meta"):
         ps_roi_pool(x, rois.to("meta"), 3, 0.5)
+
+
+@pytest.mark.parametrize("op", ["pool", "align"])
+def test_compile_under_autocast(op):
+    fn, extra = OPS[op]
+    x, rois = _case()
+    w = torch.randn(18, 18, 1, 1)
+
+    def f(t, r):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = torch.nn.functional.conv2d(t, w)
+            return fn(y, r, 3, 0.5, *extra)
+
+    out = torch.compile(f, fullgraph=True, backend="aot_eager")(x, rois)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out, f(x, rois))

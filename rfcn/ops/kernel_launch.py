@@ -49,6 +49,11 @@ def _cuda():
     return psroi_cuda
 
 
+def _is_cuda(t: Tensor) -> bool:
+    # one seam for the simulator tests, which run the CUDA branch on CPU tensors
+    return t.is_cuda
+
+
 @contextlib.contextmanager
 def _cuda_launch(*tensors: Tensor) -> Iterator[tuple]:
     """Zero-copy Numba views of ``tensors`` and torch's current stream on their device."""
@@ -68,7 +73,7 @@ def pool_forward(x: Tensor, rois: Tensor, spatial_scale: float, ph: int, pw: int
     out = x.new_empty((k, c // (ph * pw), ph, pw))
     if out.numel() == 0:
         return out
-    if x.is_cuda:
+    if _is_cuda(x):
         with _cuda_launch(x, rois, out) as (stream, (xa, ra, oa)):
             _cuda().pool_forward(xa, ra, spatial_scale, ph, pw, oa, stream)
         return out
@@ -89,15 +94,15 @@ def pool_backward(
     grad: Tensor, rois: Tensor, spatial_scale: float, ph: int, pw: int, shape: tuple[int, ...]
 ) -> Tensor:
     """grad: T[K, C_out, PH, PW] -> T[N, C, H, W] (``shape``)."""
-    if grad.is_cuda:
-        gx = grad.new_zeros(shape)
+    if _is_cuda(grad):
+        gx = grad.new_zeros(shape)  # the CUDA kernel accumulates atomically
         if grad.numel() and gx.numel():
             with _cuda_launch(grad, rois, gx) as (stream, (ga, ra, xa)):
                 _cuda().pool_backward(ga, ra, spatial_scale, ph, pw, xa, stream)
         return gx
     if grad.numel() == 0 or int(np.prod(shape)) == 0:
         return grad.new_zeros(shape)
-    gx = grad.new_empty(shape)
+    gx = grad.new_empty(shape)  # the CPU kernel writes every element
     with _cpu_threads(grad.numel()) as workers:
         psroi_cpu.ps_roi_pool_backward(
             grad.detach().numpy(),
@@ -119,7 +124,7 @@ def align_forward(
     out = x.new_empty((k, c // (ph * pw), ph, pw))
     if out.numel() == 0:
         return out
-    if x.is_cuda:
+    if _is_cuda(x):
         with _cuda_launch(x, rois, out) as (stream, (xa, ra, oa)):
             _cuda().align_forward(xa, ra, spatial_scale, ph, pw, sampling_ratio, oa, stream)
         return out
@@ -147,13 +152,15 @@ def align_backward(
     shape: tuple[int, ...],
 ) -> Tensor:
     """grad: T[K, C_out, PH, PW] -> T[N, C, H, W] (``shape``)."""
-    gx = grad.new_zeros(shape)
-    if grad.numel() == 0 or gx.numel() == 0:
+    if _is_cuda(grad):
+        gx = grad.new_zeros(shape)  # the CUDA kernel accumulates atomically
+        if grad.numel() and gx.numel():
+            with _cuda_launch(grad, rois, gx) as (stream, (ga, ra, xa)):
+                _cuda().align_backward(ga, ra, spatial_scale, ph, pw, sampling_ratio, xa, stream)
         return gx
-    if grad.is_cuda:
-        with _cuda_launch(grad, rois, gx) as (stream, (ga, ra, xa)):
-            _cuda().align_backward(ga, ra, spatial_scale, ph, pw, sampling_ratio, xa, stream)
-        return gx
+    if grad.numel() == 0 or int(np.prod(shape)) == 0:
+        return grad.new_zeros(shape)
+    gx = grad.new_empty(shape)  # the CPU kernel writes every element
     with _cpu_threads(grad.numel()) as workers:
         psroi_cpu.ps_roi_align_backward(
             grad.detach().numpy(),

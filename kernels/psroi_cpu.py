@@ -3,17 +3,19 @@
 Shape shorthand: N images, C input channels (= C_out * G), G = PH * PW bins, H x W feature
 map, K RoIs. Input plane ``p = c * G + g`` (c < C_out, bin ``g = ph * PW + pw``) feeds bin g
 of output channel c of every RoI, and all C_out planes of one bin share each RoI's rectangle.
-So the kernels work group-at-a-time (``prange`` over the G bins): the C_out planes of a group
-are copied once into a channels-last tile ``[N, H, W, C_out]`` (~0.8 MB at COCO shape, cache
-resident), and each RoI then adds whole C_out-vectors per pixel (SIMD, one loop control per
-RoI and bin instead of per RoI, bin and channel). Each lane still sums its pixels in
-torchvision's order (rows, then columns, from 0), so the forward passes stay bit-identical.
-Results are gathered in a ``[G, K, C_out]`` buffer and transposed once into ``[K, C_out, G]``.
+So the kernels work on items (bin g, chunk of channels), spread over ``n_workers`` threads:
+an item's planes are copied once into a channels-last tile ``[N, H, W, chunk]`` (~300 KB at
+38x63, stays in L2), and each RoI then adds whole channel vectors per pixel (SIMD, one loop
+control per RoI and bin instead of per RoI, bin and channel). Each lane still sums its
+pixels in torchvision's order (rows, then columns, from 0), so the forward passes stay
+bit-identical to torchvision. Results are gathered in a ``[G, K, C_out]`` buffer and
+transposed once into ``[K, C_out, G]``; scratch is allocated once per call and worker.
 
 Every kernel takes C-contiguous arrays of one float dtype T (float32 or float64) and computes
 in T like torchvision does (``roi * spatial_scale`` included), so numba compiles one version
 per dtype. ``rois`` is ``T[K, 5]`` (batch index, x1, y1, x2, y2), already validated by the
-caller: finite, batch index in ``[0, N)``. Gradients accumulate in float64.
+caller: finite, batch index in ``[0, N)``. Gradients accumulate in T, except the difference
+arrays of large pooling bins (float64: their +v/-v corners would cancel badly in float32).
 """
 
 from __future__ import annotations

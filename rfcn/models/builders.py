@@ -123,7 +123,7 @@ def _load_checkpoint(path: str) -> dict[str, Tensor]:
     file = Path(path).expanduser()
     if not file.is_file():
         raise FileNotFoundError(f"rfcn weights file not found: {file}")
-    state = torch.load(file, map_location="cpu", weights_only=False)
+    state = torch.load(file, map_location="cpu", weights_only=True)
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]
     if not isinstance(state, dict):

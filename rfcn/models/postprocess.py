@@ -52,26 +52,31 @@ class DetectionPostProcessor:
         num_rois, num_classes = class_logits.shape
         device = class_logits.device
         scores = F.softmax(class_logits, dim=-1)[:, 1:]  # [R, C-1]
-        boxes = self.box_coder.decode_single(box_regression, rois[:, 1:])
-        boxes = boxes.reshape(num_rois, box_regression.shape[1] // 4, 4)
-        boxes = boxes[:, 1:] if boxes.shape[1] == num_classes else boxes
-        boxes = boxes.expand(num_rois, num_classes - 1, 4)
-        image_idx = rois[:, 0].to(torch.int64)
+        deltas = box_regression.reshape(num_rois, box_regression.shape[1] // 4, 4)
+        if deltas.shape[1] == num_classes:  # class-specific: drop the background column
+            deltas = deltas[:, 1:]
+        num_box_sets = deltas.shape[1]  # 1 (class-agnostic) or C-1
+        boxes = self.box_coder.decode_single(deltas.reshape(num_rois, 4 * num_box_sets),
+                                             rois[:, 1:])
+        boxes = boxes.reshape(num_rois, num_box_sets, 4)
+        # clip before expanding to classes: a class-agnostic box is clipped once
+        roi_image = rois[:, 0].to(torch.int64)
         sizes = torch.tensor(image_shapes, dtype=boxes.dtype, device=device).reshape(-1, 2)
-        hw = sizes[image_idx][:, None, :]  # [R, 1, 2]
+        hw = sizes[roi_image][:, None, :]  # [R, 1, 2] as (h, w)
         x = boxes[..., 0::2].clamp(min=0).minimum(hw[..., 1:2])
         y = boxes[..., 1::2].clamp(min=0).minimum(hw[..., 0:1])
         boxes = torch.stack([x[..., 0], y[..., 0], x[..., 1], y[..., 1]], dim=-1)
 
-        labels = torch.arange(1, num_classes, device=device).expand(num_rois, -1)
-        image_idx = image_idx[:, None].expand(-1, num_classes - 1)
-        boxes, scores = boxes.reshape(-1, 4), scores.reshape(-1)
-        labels, image_idx = labels.reshape(-1), image_idx.reshape(-1)
-
+        # candidates (RoI, class) above the threshold, then one NMS keyed by (image, class)
+        roi_idx, cls_idx = torch.where(scores > self.score_thresh)
+        cand_scores = scores[roi_idx, cls_idx]
+        boxes = boxes[roi_idx, cls_idx if num_box_sets > 1 else torch.zeros_like(cls_idx)]
+        labels, image_idx = cls_idx + 1, roi_image[roi_idx]
         wh = boxes[:, 2:] - boxes[:, :2]
-        keep = torch.where((scores > self.score_thresh) & (wh >= MIN_BOX_SIZE).all(dim=1))[0]
-        keep = keep[batched_nms(boxes[keep], scores[keep], image_idx[keep] * num_classes
-                                + labels[keep], self.nms_thresh)]
+        keep = torch.where((wh >= MIN_BOX_SIZE).all(dim=1))[0]
+        keep = keep[batched_nms(boxes[keep], cand_scores[keep],
+                                image_idx[keep] * num_classes + labels[keep], self.nms_thresh)]
+        scores = cand_scores
         # keep is sorted by decreasing score; group by image (stable) and rank within the image
         keep = keep[torch.argsort(image_idx[keep], stable=True)]
         img = image_idx[keep]

@@ -147,7 +147,8 @@ def test_torchvision_pool_backward_is_wrong_at_the_border():
     ours = lambda t: ps_roi_pool(t, rois, 2, 1.0)  # noqa: E731
     theirs = lambda t: tvo.ps_roi_pool(t, rois, 2, 1.0)  # noqa: E731
     assert torch.autograd.gradcheck(ours, (x,))
-    assert not torch.autograd.gradcheck(theirs, (x,), raise_exception=False)
+    if torch.autograd.gradcheck(theirs, (x,), raise_exception=False):
+        pytest.skip("torchvision's backward is fixed: update the ps_roi_pool docstring")
 
 
 def test_align_is_zero_not_nan_for_reversed_and_empty_boxes():

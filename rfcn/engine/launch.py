@@ -62,6 +62,12 @@ def configure_threads(num_threads: int | None, num_workers: int) -> int:
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     threads = num_threads or max(1, cores // local_world)
     torch.set_num_threads(threads)
+    # OpenCV's thread pool does not survive fork(): a data worker forked while the pool is
+    # live can deadlock in its first cv2 call. One OpenCV thread in the main process (it only
+    # draws and, once, generates the synthetic data) keeps the pool from ever starting.
+    import cv2
+
+    cv2.setNumThreads(1)
     if threads * local_world > cores:
         logger.warning(
             "%d threads x %d processes on %d cores: oversubscribed, expect slow steps",

@@ -112,10 +112,26 @@ class Trainer:
     def load_training_state(self, checkpoint: dict[str, Any]) -> None:
         """Optimizer, scheduler, scaler, counters and RNG from a checkpoint whose model
         weights were already loaded."""
+        # Hyper-parameters (lr, momentum, weight decay, schedule) come from the current
+        # config, the optimizer's buffers and the iteration from the checkpoint: an unchanged
+        # config resumes exactly, a changed one (say solver.base_lr) takes effect.
+        hyper = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
         self.optimizer.load_state_dict(checkpoint["optimizer"])
+        for group, h in zip(self.optimizer.param_groups, hyper, strict=True):
+            group.update(h)
         sched_state = dict(checkpoint["scheduler"])
-        sched_state.pop("lr_lambdas", None)  # the schedule itself comes from the config
+        sched_state["lr_lambdas"] = [None] * len(self.scheduler.lr_lambdas)
+        sched_state["base_lrs"] = [h["initial_lr"] for h in hyper]
         self.scheduler.load_state_dict(sched_state)
+        step = self.scheduler.last_epoch
+        for group, base, fn in zip(
+            self.optimizer.param_groups,
+            self.scheduler.base_lrs,
+            self.scheduler.lr_lambdas,
+            strict=True,
+        ):
+            group["lr"] = base * fn(step)
+        self.scheduler._last_lr = [g["lr"] for g in self.optimizer.param_groups]
         if checkpoint.get("scaler") and self.scaler.is_enabled():
             self.scaler.load_state_dict(checkpoint["scaler"])
         self.iteration = int(checkpoint["iteration"])
@@ -224,7 +240,12 @@ class Trainer:
                     window, window_n = {}, 0
                 last = self.iteration == s.max_iter
                 if last or (s.checkpoint_period > 0 and self.iteration % s.checkpoint_period == 0):
-                    self.save()
+                    if consecutive_nonfinite == 0:
+                        self.save()
+                    else:  # weights that just produced a non-finite loss are not "good"
+                        logger.warning(
+                            "iteration %d: checkpoint deferred (non-finite streak)", self.iteration
+                        )
                 if last or (s.eval_period > 0 and self.iteration % s.eval_period == 0):
                     metrics = self._evaluate()
         finally:

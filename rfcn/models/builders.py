@@ -37,7 +37,6 @@ from typing import Any
 import torch
 from torch import Tensor
 from torchvision.models.detection._utils import BoxCoder
-from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
 from rfcn.models.backbone import resnet_trunk
 from rfcn.models.postprocess import DetectionPostProcessor
@@ -45,6 +44,7 @@ from rfcn.models.ps_head import PSRoIHead
 from rfcn.models.rfcn import RFCN
 from rfcn.models.roi_sampling import RoITargetAssigner
 from rfcn.models.rpn import build_rpn
+from rfcn.models.transform import RFCNTransform
 
 logger = logging.getLogger(__name__)
 
@@ -100,8 +100,8 @@ def _build(
         if norm is None:
             norm = _norm_of(state)
     trunk = resnet_trunk(arch, weights_backbone, norm, trainable_layers)
-    transform = GeneralizedRCNNTransform(min_size, max_size, list(image_mean), list(image_std),
-                                         size_divisible=size_divisible)
+    transform = RFCNTransform(min_size, max_size, list(image_mean), list(image_std),
+                              size_divisible=size_divisible)
     rpn = build_rpn(
         trunk.out_channels_c4, rpn_dim, anchor_sizes, aspect_ratios,
         pre_nms_top_n={"training": rpn_pre_nms_top_n_train, "testing": rpn_pre_nms_top_n_test},

@@ -80,12 +80,6 @@ def test_images_far_larger_than_max_size_train_and_evaluate(tmp_path: Path) -> N
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the model's GeneralizedRCNNTransform resizes a 24x4000 image to 0x64 and "
-    "F.interpolate raises deep inside torch (rfcn/models/rfcn.py; evaluation/inference feed "
-    "raw images to it)",
-)
 def test_extreme_aspect_images_evaluate_and_infer(tmp_path: Path, tiny_checkpoint: Path) -> None:
     """Evaluation and inference take images unresized: a 4000x24 strip with max_size 64 must
     be detected on (a side scaled below 1 px is clamped to 1) or refused with a message naming

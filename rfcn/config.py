@@ -47,6 +47,7 @@ class TrainConfig:
 
 @dataclass
 class SolverConfig:
+    optimizer: str = "sgd"  # sgd | adamw (momentum is AdamW's beta1)
     base_lr: float = 0.02
     ims_per_batch: int = 2  # images per process and iteration
     momentum: float = 0.9
@@ -374,7 +375,11 @@ def build_solver(
     from rfcn.engine.solver import build_lr_scheduler, build_optimizer
 
     optimizer = build_optimizer(
-        model, solver_cfg.base_lr, solver_cfg.momentum, solver_cfg.weight_decay
+        model,
+        solver_cfg.base_lr,
+        solver_cfg.momentum,
+        solver_cfg.weight_decay,
+        name=solver_cfg.optimizer,
     )
     scheduler = build_lr_scheduler(
         optimizer,

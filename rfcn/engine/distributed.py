@@ -69,6 +69,8 @@ def init_distributed(device: torch.device) -> bool:
         return dist.is_initialized()
     backend = "nccl" if device.type == "cuda" else "gloo"
     dist.init_process_group(backend=backend)
+    if dist.get_rank() > 0:  # one process reports (the run's log file is shared); others warn
+        logging.getLogger("rfcn").setLevel(logging.WARNING)
     logger.info(
         "initialised process group: backend=%s rank=%d world_size=%d",
         backend,

@@ -10,6 +10,8 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
+from rfcn.engine.distributed import all_gather_object
+
 logger = logging.getLogger(__name__)
 
 
@@ -68,6 +70,12 @@ def inference_on_dataset(
     finally:
         model.train(was_training)
     elapsed = time.perf_counter() - start
+    total = sum(all_gather_object(num_images))
+    if total == 0:
+        raise RuntimeError(
+            "evaluation: no image of the dataset could be read (see the warnings above for "
+            "each unreadable file); nothing to evaluate"
+        )
     logger.info(
         "inference on %d images took %.1fs (%.3fs / image)",
         num_images,

@@ -1,4 +1,4 @@
-"""SGD with momentum and weight decay; linear warm-up followed by a step or cosine schedule.
+"""SGD with momentum (or AdamW) and weight decay; linear warm-up, then step or cosine decay.
 
 The schedule is a pure function of the iteration, so resuming only needs the iteration count
 (the scheduler's state dict holds nothing else).
@@ -15,9 +15,14 @@ from torch import nn
 
 
 def build_optimizer(
-    model: nn.Module, base_lr: float, momentum: float = 0.9, weight_decay: float = 1e-4
-) -> torch.optim.SGD:
-    """SGD over the trainable parameters; biases and normalisation weights get no decay."""
+    model: nn.Module,
+    base_lr: float,
+    momentum: float = 0.9,
+    weight_decay: float = 1e-4,
+    name: str = "sgd",
+) -> torch.optim.Optimizer:
+    """SGD with momentum (the paper's solver) or AdamW (`momentum` is its beta1) over the
+    trainable parameters; biases and normalisation weights get no decay."""
     decay, no_decay = [], []
     for _, p in model.named_parameters():
         if not p.requires_grad:
@@ -26,7 +31,11 @@ def build_optimizer(
     groups = [{"params": decay, "weight_decay": weight_decay}]
     if no_decay:
         groups.append({"params": no_decay, "weight_decay": 0.0})
-    return torch.optim.SGD(groups, lr=base_lr, momentum=momentum)
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=base_lr, momentum=momentum)
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=base_lr, betas=(momentum, 0.999))
+    raise ValueError(f"solver.optimizer must be 'sgd' or 'adamw', got {name!r}")
 
 
 @dataclass

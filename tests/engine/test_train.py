@@ -27,7 +27,21 @@ def test_train_writes_checkpoint_metrics_and_events(trained_run: Path) -> None:
         assert key in metrics
     assert 0.0 <= metrics["AP50"] <= 1.0
     assert set(metrics["per_class"]) == {"circle", "rectangle", "triangle", "cross"}
-    assert list(trained_run.glob("events.out.tfevents.*"))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(trained_run), size_guidance={"images": 0, "tensors": 0})
+    events.Reload()
+    tags = events.Tags()
+    for tag in (
+        "train/loss",
+        "train/lr",
+        "train/nonfinite_steps",
+        "data/skipped_files",
+        "eval/AP",
+        "eval/AP50",
+    ):
+        assert tag in tags["scalars"], tag
+    assert "predictions/0" in tags["images"]
     assert [p.name for p in (trained_run / "checkpoints").iterdir()] == ["last.pt"]
 
 

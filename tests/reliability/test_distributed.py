@@ -166,11 +166,6 @@ def test_only_rank0_writes_and_eval_gathers_all_ranks(tmp_path: Path, ddp_run) -
         assert single[key] == trained[key], key
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="every rank logs into DIR/train.log (Hydra's file handler is set up in each "
-    "torchrun worker; nothing quiets ranks > 0): tools/train.py / rfcn/engine/launch.py",
-)
 def test_only_rank0_writes_the_run_log(ddp_run) -> None:
     """The issue: one process writes checkpoints, logs and metrics. Rank 1's lines (its
     "initialised process group ... rank=1", a second "dataset ..." line) must not land in

@@ -170,11 +170,6 @@ def test_all_bad_images_end_with_clear_messages(tmp_path: Path, tiny_checkpoint:
     _no_deep_traceback(out)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="evaluating a dataset with no readable image exits 0 and writes metrics.json with "
-    "AP 0.0 for 0 images (rfcn/engine/launch.py evaluate/_evaluate_model, coco_eval.py)",
-)
 def test_evaluating_only_bad_images_fails_clearly(tmp_path: Path, tiny_checkpoint: Path) -> None:
     """tools/eval.py on a dataset whose every image is unreadable: the per-file warnings are
     there, but the run must end with an error saying no image could be read, not report

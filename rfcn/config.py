@@ -38,6 +38,7 @@ class TrainConfig:
     amp: str = "none"  # none | fp16 | bf16 (CUDA only)
     clip_grad_norm: float | None = None
     max_nonfinite_steps: int = 5  # consecutive non-finite losses before stopping
+    max_loss: float = 1.0e4  # a total loss above this counts as exploded (like NaN)
     num_workers: int = 2  # data-loading processes per training process
     num_threads: int | None = None  # torch intra-op threads; None: cores / processes
     log_period: int = 20

@@ -302,6 +302,7 @@ def train(cfg: Any) -> dict[str, Any]:
             amp_dtype=amp_dtype,
             clip_grad_norm=cfg.train.clip_grad_norm,
             max_nonfinite_steps=cfg.train.max_nonfinite_steps,
+            max_loss=cfg.train.max_loss,
             log_period=cfg.train.log_period,
             progress=cfg.train.progress,
         ),

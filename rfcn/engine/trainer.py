@@ -38,6 +38,7 @@ class TrainerSettings:
     amp_dtype: torch.dtype | None = None  # autocast dtype on CUDA (fp16 uses a GradScaler)
     clip_grad_norm: float | None = None
     max_nonfinite_steps: int = 5
+    max_loss: float = 1e4  # a larger (finite) total loss counts as exploded, like NaN/inf
     log_period: int = 20
     progress: bool = True
 
@@ -204,8 +205,8 @@ class Trainer:
                     self.optimizer.zero_grad(set_to_none=True)
                     terms = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in loss_dict.items())
                     logger.warning(
-                        "iteration %d: non-finite loss or gradient, step skipped (%d in a row, "
-                        "%d in total): %s",
+                        "iteration %d: non-finite or exploding loss or gradient, step skipped "
+                        "(%d in a row, %d in total): %s",
                         it + 1,
                         consecutive_nonfinite,
                         self.nonfinite_steps,
@@ -214,7 +215,8 @@ class Trainer:
                     if consecutive_nonfinite >= s.max_nonfinite_steps:
                         raise TrainingDiverged(
                             f"training stopped at iteration {it + 1}: {consecutive_nonfinite} "
-                            f"consecutive non-finite steps (losses: {terms}). The learning rate "
+                            f"consecutive non-finite or exploding steps (losses: {terms}; limit "
+                            f"train.max_loss={s.max_loss:g}). The learning rate "
                             "may be too high (solver.base_lr) or the data broken. "
                             + self._last_good_message()
                         )
@@ -270,8 +272,11 @@ class Trainer:
         return {k: v.float() for k, v in loss_dict.items()}
 
     def _all_ranks_finite(self, losses: Tensor) -> bool:
-        """Every rank must take the same decision, or DDP's collectives would deadlock."""
-        flag = torch.isfinite(losses.detach()).to(torch.float32).reshape(1)
+        """False when the loss is non-finite or above `max_loss` on any rank (every rank
+        must take the same decision, or DDP's collectives would deadlock)."""
+        loss = losses.detach()
+        ok = torch.isfinite(loss) & (loss.abs() <= self.settings.max_loss)
+        flag = ok.to(torch.float32).reshape(1)
         if is_distributed():
             torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
         return bool(flag.item() > 0)

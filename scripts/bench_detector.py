@@ -1,0 +1,394 @@
+"""Detector benchmark: R-FCN vs torchvision's Faster R-CNN, the proposal cost curve, a per-stage
+breakdown and the training step, all measured in one process on the same input.
+
+    python scripts/bench_detector.py                 # CPU, defaults (< 5 min on 2 idle cores)
+    python scripts/bench_detector.py --device cuda --runs 10 --warmup 3
+    python scripts/bench_detector.py --quick         # small smoke run
+
+Setup (printed with the results):
+- Random weights (no download), one 600×900 image (seeded uniform noise), min_size 600,
+  max_size 1000, 81 classes, torch.no_grad() for inference; median of --runs timed runs after
+  --warmup untimed ones. Runs of the models being compared are interleaved (A B A B ...) so a
+  change of machine load hits both alike: on a shared machine trust the ratios, not the
+  absolute times.
+- R-FCN: rfcn.models.rfcn_resnet50 with the builder's defaults for random weights (GroupNorm
+  trunk, conv5 dilated, k=7, class-agnostic boxes, pre-NMS top 6000).
+  Faster R-CNN: torchvision.models.detection.fasterrcnn_resnet50_fpn(weights=None,
+  weights_backbone=None) (BatchNorm in eval mode), rpn_post_nms_top_n_test=300.
+- box_score_thresh=0 for both models: with random weights the class scores are near uniform
+  (R-FCN ~1/81, below the usual 0.05; torchvision's box predictor gives some classes ~0.99), so
+  a threshold makes post-processing trivially cheap for one model and not the other. With 0
+  both feed every (RoI, class) candidate (300 × 80) to per-class NMS and keep the top 100: the
+  most post-processing either model can do, and the same amount for both.
+- The proposal counts the RPNs actually emit are measured (hook on the RPN) and printed.
+- Per-stage times come from wrappers around the submodules' forward methods (no change to
+  the outputs); "other" is the total minus the named stages.
+- Training: one image with 5 random boxes, forward + backward + SGD step (lr 1e-5), each
+  builder's random-init defaults (R-FCN: GroupNorm, OHEM over 300 proposals; torchvision:
+  BatchNorm, 2000 proposals, 512 sampled RoIs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import os
+import platform
+import statistics
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numba
+import torch
+import torchvision
+from torch import Tensor, nn
+
+from rfcn.models import rfcn_resnet50
+
+NUM_CLASSES = 81
+PROPOSAL_LADDER = (100, 300, 1000, 2000)
+COMPARE_PROPOSALS = 300
+SPEEDUP_GOAL = 2.0
+CURVE_GOAL = 1.10
+
+
+# ---- timing -----------------------------------------------------------------------------------
+
+
+class StageTimer:
+    """Accumulates wall time per stage name by wrapping callables on instances."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.current: dict[str, float] = defaultdict(float)
+        self.history: dict[str, list[float]] = defaultdict(list)
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def wrap(self, obj: Any, attr: str, stage: str) -> None:
+        """Replace obj.attr (a bound method or callable) by a timed version of itself."""
+        fn = getattr(obj, attr)
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            self.sync()
+            t0 = time.perf_counter()
+            out = fn(*args, **kwargs)
+            self.sync()
+            self.current[stage] += time.perf_counter() - t0
+            return out
+
+        setattr(obj, attr, timed)
+
+    def commit(self, total: float) -> None:
+        named = sum(self.current.values())
+        for k, v in self.current.items():
+            self.history[k].append(v)
+        self.history["other"].append(max(total - named, 0.0))
+        self.history["total"].append(total)
+        self.current = defaultdict(float)
+
+    def discard(self) -> None:
+        self.current = defaultdict(float)
+
+    def medians(self) -> dict[str, float]:
+        return {k: statistics.median(v) for k, v in self.history.items()}
+
+
+def instrument_rfcn(model: nn.Module, timer: StageTimer) -> None:
+    timer.wrap(model.transform, "forward", "transform (normalise, resize)")
+    timer.wrap(model.trunk, "forward", "trunk (dilated ResNet)")
+    timer.wrap(model.rpn, "forward", "RPN (head, decode, NMS)")
+    timer.wrap(model.head, "score_maps", "score maps (1×1 convs)")
+    timer.wrap(model.head, "pool_and_vote", "PS RoI pooling + vote")
+    timer.wrap(model, "postprocessor", "post-processing")
+    timer.wrap(model.transform, "postprocess", "post-processing")
+
+
+def instrument_torchvision(model: nn.Module, timer: StageTimer) -> None:
+    timer.wrap(model.transform, "forward", "transform (normalise, resize)")
+    timer.wrap(model.backbone.body, "forward", "trunk (ResNet)")
+    timer.wrap(model.backbone.fpn, "forward", "FPN")
+    timer.wrap(model.rpn, "forward", "RPN (head, decode, NMS)")
+    heads = model.roi_heads
+    timer.wrap(heads.box_roi_pool, "forward", "RoIAlign (multi-scale)")
+    timer.wrap(heads.box_head, "forward", "box head (2 FC per RoI)")
+    timer.wrap(heads.box_predictor, "forward", "box predictor")
+    timer.wrap(heads, "postprocess_detections", "post-processing")
+    timer.wrap(model.transform, "postprocess", "post-processing")
+
+
+class ProposalCounter:
+    """Records how many proposals the RPN emitted per image (forward hook, read-only)."""
+
+    def __init__(self, rpn: nn.Module) -> None:
+        self.counts: list[int] = []
+        rpn.register_forward_hook(self._hook)
+
+    def _hook(self, module: nn.Module, inputs: Any, output: Any) -> None:
+        self.counts = [int(b.shape[0]) for b in output[0]]
+
+
+def interleaved(
+    fns: dict[str, Callable[[], Any]], runs: int, warmup: int, device: torch.device,
+    timers: dict[str, StageTimer] | None = None,
+) -> dict[str, list[float]]:
+    """Run every fn warmup + runs times, interleaved; wall times of the timed runs."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for i in range(warmup + runs):
+        for name, fn in fns.items():
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            t0 = time.perf_counter()
+            fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            dt = time.perf_counter() - t0
+            timer = (timers or {}).get(name)
+            if i >= warmup:
+                times[name].append(dt)
+                if timer is not None:
+                    timer.commit(dt)
+            elif timer is not None:
+                timer.discard()
+    return times
+
+
+# ---- models -----------------------------------------------------------------------------------
+
+
+def build_rfcn(
+    size: tuple[int, int], post_nms: int, device: torch.device, score_thresh: float
+) -> nn.Module:
+    torch.manual_seed(0)  # every R-FCN of the run has the same weights
+    return rfcn_resnet50(
+        NUM_CLASSES, min_size=size[0], max_size=size[1], rpn_post_nms_top_n_test=post_nms,
+        box_score_thresh=score_thresh,
+    ).to(device).eval()
+
+
+def build_torchvision(
+    size: tuple[int, int], device: torch.device, score_thresh: float
+) -> nn.Module:
+    torch.manual_seed(0)
+    return torchvision.models.detection.fasterrcnn_resnet50_fpn(
+        weights=None, weights_backbone=None, num_classes=NUM_CLASSES, min_size=size[0],
+        max_size=size[1], rpn_post_nms_top_n_test=COMPARE_PROPOSALS, box_score_thresh=score_thresh,
+    ).to(device).eval()
+
+
+def random_targets(image: Tensor, num_boxes: int, seed: int) -> dict[str, Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    h, w = image.shape[-2:]
+    xy = torch.rand(num_boxes, 2, generator=g) * torch.tensor([w * 0.7, h * 0.7])
+    wh = (0.1 + 0.2 * torch.rand(num_boxes, 2, generator=g)) * torch.tensor([w, h])
+    boxes = torch.cat([xy, xy + wh], dim=1)
+    labels = torch.randint(1, NUM_CLASSES, (num_boxes,), generator=g)
+    return {"boxes": boxes.to(image.device), "labels": labels.to(image.device)}
+
+
+@contextlib.contextmanager
+def train_mode(model: nn.Module) -> Iterator[None]:
+    model.train()
+    try:
+        yield
+    finally:
+        model.eval()
+
+
+# ---- report -----------------------------------------------------------------------------------
+
+
+def fmt_s(t: float) -> str:
+    return f"{t * 1000:.0f} ms" if t < 1 else f"{t:.2f} s"
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def stage_table(columns: list[tuple[str, dict[str, float]]]) -> str:
+    """Rows: stages (in first-seen order, "other" and "total" last); one column per model."""
+    stages: list[str] = []
+    for _, med in columns:
+        stages += [k for k in med if k not in stages and k not in ("other", "total")]
+    rows = []
+    for stage in [*stages, "other", "total"]:
+        row = [stage]
+        for _, med in columns:
+            t, total = med.get(stage, 0.0), med["total"]
+            row.append(f"{fmt_s(t)} ({100 * t / total:.0f}%)")
+        rows.append(row)
+    return table(["stage", *(name for name, _ in columns)], rows)
+
+
+def environment(device: torch.device) -> str:
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    gpu = f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
+    return (
+        f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
+        f"{platform.machine()} {cores} cores{gpu}, load average "
+        f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; torch {torch.__version__} "
+        f"(intra-op threads {torch.get_num_threads()}, inter-op "
+        f"{torch.get_num_interop_threads()}), torchvision {torchvision.__version__}, "
+        f"numba {numba.__version__} (threads {numba.get_num_threads()})"
+    )
+
+
+# ---- sections ---------------------------------------------------------------------------------
+
+
+def run(args: argparse.Namespace) -> int:
+    device = torch.device(args.device)
+    if args.quick:  # tiny ops: a second thread only adds synchronisation on a busy machine
+        torch.set_num_threads(1)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("--device cuda requested but CUDA is not available", file=sys.stderr)
+        return 2
+    size = (args.height, args.width)
+    torch.manual_seed(0)
+    image = torch.rand(3, *size).to(device)
+    started = time.perf_counter()
+    print(f"# Detector benchmark\n\n`{' '.join(['python', *sys.argv])}`\n")
+    print(f"{environment(device)}\n")
+    print(f"Input 1 × 3 × {size[0]} × {size[1]}, {NUM_CLASSES} classes, random weights, "
+          f"box_score_thresh={args.score_thresh:g} for both models; median of {args.runs} "
+          f"runs after {args.warmup} warm-up runs.\n")
+
+    ladder = args.proposals
+    compare_n = COMPARE_PROPOSALS if COMPARE_PROPOSALS in ladder else ladder[0]
+    rfcns = {n: build_rfcn(size, n, device, args.score_thresh) for n in ladder}
+    counters = {n: ProposalCounter(m.rpn) for n, m in rfcns.items()}
+    tv = build_torchvision(size, device, args.score_thresh)
+    tv_counter = ProposalCounter(tv.rpn)
+    def key(n: int) -> str:
+        return "rfcn" if n == compare_n else f"rfcn{n}"
+
+    timers = {key(n): StageTimer(device) for n in ladder}
+    timers["tv"] = StageTimer(device)
+    for n, m in rfcns.items():
+        instrument_rfcn(m, timers[key(n)])
+    instrument_torchvision(tv, timers["tv"])
+    detections: dict[str, int] = {}
+
+    def infer(name: str, model: nn.Module) -> Callable[[], None]:
+        def fn() -> None:
+            with torch.no_grad():
+                out = model([image])
+            detections[name] = int(out[0]["boxes"].shape[0])
+        return fn
+
+    # 1. R-FCN vs Faster R-CNN and the cost curve, interleaved in one loop
+    fns: dict[str, Callable[[], None]] = {"tv": infer("tv", tv)}
+    fns.update({key(n): infer(key(n), m) for n, m in rfcns.items()})
+    times = interleaved(fns, args.runs, args.warmup, device, timers)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    t_rfcn, t_tv = med["rfcn"], med["tv"]
+    speedup = t_tv / t_rfcn
+    print("## Inference: R-FCN R-50 vs torchvision Faster R-CNN R-50-FPN\n")
+    print(table(
+        ["model", "proposals emitted", "detections", "time / image", "runs", "speed-up"],
+        [["torchvision fasterrcnn_resnet50_fpn", str(tv_counter.counts), str(detections["tv"]),
+          fmt_s(t_tv), " ".join(fmt_s(t) for t in times["tv"]), "1.00×"],
+         ["rfcn_resnet50", str(counters[compare_n].counts), str(detections["rfcn"]),
+          fmt_s(t_rfcn), " ".join(fmt_s(t) for t in times["rfcn"]), f"{speedup:.2f}×"]],
+    ))
+    ok = speedup >= SPEEDUP_GOAL
+    print(f"\nGoal R-FCN ≥ {SPEEDUP_GOAL:.1f}× faster: {'PASS' if ok else 'FAIL'} "
+          f"({speedup:.2f}×)\n")
+
+    print("## Cost curve: R-FCN R-50 inference time vs test proposals\n")
+    base = t_rfcn
+    rows = []
+    for n in ladder:
+        t = med[key(n)]
+        rows.append([str(n), str(counters[n].counts), fmt_s(t), f"{t / base:.3f}×"])
+    print(table(["rpn_post_nms_top_n_test", "proposals emitted", "time / image",
+                 f"vs {compare_n}"], rows))
+    if ladder[-1] != compare_n:
+        top = med[f"rfcn{ladder[-1]}"] / base
+        print(f"\nGoal {ladder[-1]} proposals ≤ {CURVE_GOAL:.2f}× the time of {compare_n}: "
+              f"{'PASS' if top <= CURVE_GOAL else 'FAIL'} ({top:.3f}×)\n")
+
+    print("## Per-stage breakdown (medians per stage)\n")
+    print(stage_table([(f"R-FCN, {n} proposals", timers[key(n)].medians()) for n in ladder]))
+    print()
+    print(stage_table([("Faster R-CNN FPN, 300 proposals", timers["tv"].medians())]))
+    print()
+
+    if not args.no_train:
+        train_section(args, rfcns[compare_n], None if args.quick else tv, image, device)
+    print(f"Benchmark wall time {time.perf_counter() - started:.0f} s.")
+    return 0
+
+
+def train_section(
+    args: argparse.Namespace, rfcn: nn.Module, tv: nn.Module | None, image: Tensor,
+    device: torch.device,
+) -> None:
+    """Interleaved training steps of both models (tv None: R-FCN only, for --quick)."""
+    target = random_targets(image, 5, seed=1)
+    models = {"tv": tv, "rfcn": rfcn} if tv is not None else {"rfcn": rfcn}
+    opts = {name: torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=1e-5,
+                                  momentum=0.9, weight_decay=1e-4)
+            for name, m in models.items()}
+
+    def step(name: str, model: nn.Module) -> Callable[[], None]:
+        def fn() -> None:
+            losses = model([image], [target])
+            loss = sum(losses.values())
+            opts[name].zero_grad(set_to_none=True)
+            loss.backward()
+            opts[name].step()
+        return fn
+
+    with contextlib.ExitStack() as stack:
+        for m in models.values():
+            stack.enter_context(train_mode(m))
+        times = interleaved({k: step(k, m) for k, m in models.items()},
+                            args.runs, args.warmup, device)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    labels = {"tv": "torchvision fasterrcnn_resnet50_fpn", "rfcn": "rfcn_resnet50"}
+    ref = med.get("tv", med["rfcn"])
+    print("## Training step (1 image, forward + backward + SGD step)\n")
+    print(table(["model", "time / step", "runs", "speed-up"],
+                [[labels[k], fmt_s(med[k]), " ".join(fmt_s(t) for t in times[k]),
+                  f"{ref / med[k]:.2f}×"] for k in models]))
+    print()
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--runs", type=int, default=None, help="timed runs (default 3, quick 1)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed runs (default 1, quick 0)")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke test: 96×128 input, proposals 100 and 300, one cold run, "
+                   "1 thread, no torchvision training step")
+    p.add_argument("--score-thresh", type=float, default=0.0,
+                   help="box_score_thresh of both models (default 0: every candidate, see above)")
+    p.add_argument("--no-train", action="store_true", help="skip the training-step section")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.height, args.width, args.proposals = 96, 128, (100, 300)
+        args.runs = 1 if args.runs is None else args.runs
+        args.warmup = 0 if args.warmup is None else args.warmup
+    else:
+        args.height, args.width, args.proposals = 600, 900, PROPOSAL_LADDER
+        args.runs = 3 if args.runs is None else args.runs
+        args.warmup = 1 if args.warmup is None else args.warmup
+    if args.runs < 1 or args.warmup < 0:
+        p.error("--runs must be >= 1 and --warmup >= 0")
+    return args
+
+
+if __name__ == "__main__":
+    sys.exit(run(parse_args()))

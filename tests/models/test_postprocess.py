@@ -60,3 +60,49 @@ def test_no_rois_and_nothing_above_threshold() -> None:
     dets = post(torch.zeros(2, 3), torch.zeros(2, 4), torch.tensor([[0.0, 1, 1, 5, 5]] * 2),
                 [(10, 10)])
     assert dets[0]["labels"].dtype == torch.int64 and len(dets[0]["labels"]) == 0
+
+
+def _full_nms_reference(post: DetectionPostProcessor, logits: torch.Tensor, deltas: torch.Tensor,
+                        rois: torch.Tensor, shapes: list[tuple[int, int]]) -> list[dict]:
+    """NMS over every (RoI, class) candidate, then the per-image top-k (no early cut)."""
+    from torchvision.ops import batched_nms, clip_boxes_to_image
+
+    probs = logits.softmax(-1)[:, 1:]
+    sets = deltas.shape[1] // 4
+    boxes = CODER.decode_single(deltas, rois[:, 1:]).reshape(len(rois), sets, 4)
+    if sets == probs.shape[1] + 1:
+        boxes = boxes[:, 1:]
+    out = []
+    for i, (h, w) in enumerate(shapes):
+        rows = torch.where(rois[:, 0] == i)[0]
+        r, c = torch.where(probs[rows] > post.score_thresh)
+        b = clip_boxes_to_image(boxes[rows[r], c if boxes.shape[1] > 1 else 0], (h, w))
+        s = probs[rows[r], c]
+        ok = ((b[:, 2:] - b[:, :2]) >= 1e-2).all(dim=1)
+        b, s, c = b[ok], s[ok], c[ok]
+        keep = batched_nms(b, s, c, post.nms_thresh)[: post.detections_per_img]
+        out.append({"boxes": b[keep], "labels": c[keep] + 1, "scores": s[keep]})
+    return out
+
+
+def test_topk_nms_equals_nms_over_every_candidate() -> None:
+    """The early cut (`_nms_topk`) keeps the detections of NMS over all R·(C-1) candidates,
+    also when an image needs more than the first cut (many classes, low threshold)."""
+    g = torch.Generator().manual_seed(0)
+    for num_rois, num_classes, agnostic, score_thresh, per_img, spread in (
+        (600, 81, True, 0.0, 100, 400), (300, 21, False, 0.0, 100, 400),
+        (500, 5, True, 0.05, 300, 400), (400, 81, True, 0.0, 1, 400),
+        (900, 2, True, 0.0, 100, 5),  # near-identical boxes: the cut must grow (×4) twice
+    ):
+        xy = torch.rand(num_rois, 2, generator=g) * spread
+        wh = torch.rand(num_rois, 2, generator=g) * 200 + 1
+        img = torch.randint(0, 2, (num_rois, 1), generator=g).float()
+        rois = torch.cat([img, xy, xy + wh], dim=1)
+        logits = torch.randn(num_rois, num_classes, generator=g) * 2
+        deltas = torch.randn(num_rois, 4 if agnostic else 4 * num_classes, generator=g)
+        post = DetectionPostProcessor(CODER, score_thresh, 0.3, per_img)
+        shapes = [(450, 500), (500, 450)]
+        for got, want in zip(post(logits, deltas, rois, shapes),
+                             _full_nms_reference(post, logits, deltas, rois, shapes), strict=True):
+            for key in ("boxes", "labels", "scores"):
+                torch.testing.assert_close(got[key], want[key], rtol=0, atol=0)

@@ -77,7 +77,8 @@ def one_object_data(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
 
 def _overrides(run_dir: Path, data: list[str], *extra: str) -> list[str]:
     return [f"hydra.run.dir={run_dir}", *data, *EQUIVALENT_MODEL, *TINY_TRAIN,
-            "solver.warmup_iters=0", "solver.base_lr=0.02", *extra]
+            "solver.warmup_iters=0", "solver.optimizer=sgd", "solver.base_lr=0.02",
+            *extra]
 
 
 def _model(run_dir: Path) -> dict[str, torch.Tensor]:

@@ -87,17 +87,20 @@ def test_exploding_lr_stops_with_message_and_keeps_good_checkpoint(
             f"The last good checkpoint is {last}" in error[-1]
             or "No checkpoint was written by this run" in error[-1]
         ), error[-1]
-        _assert_finite_checkpoint(last, min_iteration=2)
+        # train.max_loss stops the run as soon as the loss explodes (iteration 2 with a
+        # checkpoint every iteration): the kept checkpoint is the last finite one.
+        _assert_finite_checkpoint(last, min_iteration=1)
         assert int(re.search(r"iteration (\d+)", error[-1]).group(1)) < 60
 
     # the non-finite-loss path: skipped steps logged with iteration and loss terms, counted
     run_dir, _ = runs["no-checkpoints"]
     text = (tmp_path / "no-checkpoints.log").read_text()
-    skipped = re.findall(r"iteration (\d+): non-finite loss or gradient, step skipped.*", text)
+    skipped = re.findall(
+        r"iteration (\d+): non-finite (?:or exploding )?loss or gradient, step skipped.*", text)
     assert len(skipped) >= 3, text[-3000:]
     line = next(s for s in text.splitlines() if "step skipped" in s)
     assert "loss_classifier=" in line and "loss_objectness=" in line, line
-    assert "consecutive non-finite steps" in text
+    assert re.search(r"consecutive non-finite (or exploding )?steps", text)
     counted = _scalars(run_dir, "train/nonfinite_steps")
     assert counted and max(counted) >= 1, counted
 

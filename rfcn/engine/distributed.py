@@ -68,7 +68,7 @@ def init_distributed(device: torch.device) -> bool:
     if world_size <= 1 or dist.is_initialized():
         return dist.is_initialized()
     backend = "nccl" if device.type == "cuda" else "gloo"
-    dist.init_process_group(backend=backend)
+    dist.init_process_group(backend=backend, **_restart_scoped_store())
     if dist.get_rank() > 0:  # one process reports (the run's log file is shared); others warn
         logging.getLogger("rfcn").setLevel(logging.WARNING)
     logger.info(
@@ -78,6 +78,22 @@ def init_distributed(device: torch.device) -> bool:
         dist.get_world_size(),
     )
     return True
+
+
+def _restart_scoped_store() -> dict[str, Any]:
+    """The env:// store, its keys prefixed by torchrun's restart count.
+
+    Under torchrun the workers share the agent's TCPStore, which outlives a restart of the
+    worker group (`--max-restarts`). Without a prefix, the restarted workers find the previous
+    round's keys (gloo's peer addresses among them) and connect to dead processes. Outside
+    torchrun (plain env:// variables) this is init_process_group's own store.
+    """
+    restart = os.environ.get("TORCHELASTIC_RESTART_COUNT")
+    if restart is None:
+        return {}
+    store, rank, world_size = next(dist.rendezvous("env://"))
+    store = dist.PrefixStore(f"rfcn/restart{restart}/", store)
+    return {"store": store, "rank": rank, "world_size": world_size}
 
 
 def local_rank() -> int:

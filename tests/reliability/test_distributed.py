@@ -202,15 +202,6 @@ def _worker_with_rank(agent_pid: int, rank: int) -> int | None:
     return None
 
 
-# Not strict: the failure is intermittent (about half of the restarts in a plain 2-process
-# gloo script on torch 2.14.1, without rfcn), and a timeout when it hits.
-@pytest.mark.xfail(
-    strict=False,
-    reason="after torchrun restarts the workers, gloo's connectFullMesh in the new round "
-    "often times out or hangs (reproduced without rfcn on torch 2.14.1); fix in "
-    "rfcn/engine/distributed.py init_distributed: a process-group store prefixed by "
-    "TORCHELASTIC_RESTART_COUNT",
-)
 def test_max_restarts_and_resume_recover_from_killed_worker(
     tmp_path: Path, one_object_data: list[str]
 ) -> None:

@@ -6,6 +6,8 @@ python tools/infer.py checkpoint=PATH input=IMAGE_OR_DIR output=DIR [score_thres
 
 from __future__ import annotations
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
@@ -16,6 +18,9 @@ from rfcn.engine.launch import infer
 @hydra.main(version_base="1.3", config_path="../configs", config_name="infer")
 def main(cfg: DictConfig) -> None:
     records = infer(cfg)
+    if not records:
+        print(f"error: no readable image in {cfg.input} (see the warnings above)", file=sys.stderr)
+        sys.exit(1)
     total = sum(len(r["detections"]) for r in records)
     print(f"{len(records)} images, {total} detections -> {cfg.output}")
 

@@ -32,6 +32,7 @@ from rfcn.engine.distributed import (
 from rfcn.engine.evaluator import inference_on_dataset
 from rfcn.engine.trainer import Trainer, TrainerSettings
 from rfcn.engine.visualize import draw_detections
+from rfcn.models.inference import inference_copy
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +125,9 @@ def _evaluate_model(
         world_size=get_world_size(),
     )
     amp = autocast_dtype if device.type == "cuda" else None
-    metrics = inference_on_dataset(model, loader, evaluator, device, autocast_dtype=amp)
+    # BatchNorm folded, channels-last: the same detections, faster (rfcn.models.inference)
+    metrics = inference_on_dataset(inference_copy(model), loader, evaluator, device,
+                                   autocast_dtype=amp)
     return metrics, evaluator
 
 
@@ -427,7 +430,7 @@ def infer(cfg: Any) -> list[dict[str, Any]]:
     configure_threads(None, 0)
     ckpt = load_checkpoint(os.path.expanduser(cfg.checkpoint))
     model, _ = _model_from_checkpoint(ckpt, cfg.checkpoint)
-    model.to(device).eval()
+    model = inference_copy(model.to(device))
     class_names = list(ckpt["class_names"])
     label_to_cat_id = {int(k): int(v) for k, v in (ckpt.get("label_to_cat_id") or {}).items()}
     out_dir = Path(os.path.expanduser(cfg.output))

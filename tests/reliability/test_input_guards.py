@@ -166,7 +166,9 @@ def test_all_bad_images_end_with_clear_messages(tmp_path: Path, tiny_checkpoint:
     _no_deep_traceback(out)
     assert not (tmp_path / "train" / "checkpoints" / "last.pt").exists()
     rc_, out = results["infer"]
+    assert rc_ != 0, out[-4000:]
     assert "bad0.jpg" in out and "not a readable image" in out, out[-4000:]
+    assert "no readable image" in out, out[-4000:]
     _no_deep_traceback(out)
 
 

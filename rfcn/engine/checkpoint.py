@@ -60,6 +60,19 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike[str]) -> None
             os.close(dir_fd)
 
 
+def remove_stale_temporaries(path: str | os.PathLike[str]) -> list[Path]:
+    """Delete the temporary files `save_checkpoint(..., path)` leaves when killed mid-write
+    (`.<name>.*.tmp` beside `path`); returns the removed paths. Call it before writing, from
+    the one process that writes."""
+    path = Path(path)
+    removed = []
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        with _suppress_os_error():
+            tmp.unlink()
+            removed.append(tmp)
+    return removed
+
+
 class _suppress_os_error:
     def __enter__(self) -> None:
         return None

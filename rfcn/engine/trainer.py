@@ -20,7 +20,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from rfcn.engine.checkpoint import capture_rng_state, restore_rng_state, save_checkpoint
+from rfcn.engine.checkpoint import (
+    capture_rng_state,
+    remove_stale_temporaries,
+    restore_rng_state,
+    save_checkpoint,
+)
 from rfcn.engine.distributed import get_world_size, is_distributed, is_main_process
 
 logger = logging.getLogger(__name__)
@@ -180,6 +185,9 @@ class Trainer:
             self.device,
             get_world_size(),
         )
+        if is_main_process():
+            for tmp in remove_stale_temporaries(self.checkpoint_path):
+                logger.warning("removed %s, left by an interrupted checkpoint write", tmp)
         self.model.train()
         data: Iterator[Any] = iter(self.loader_factory(start_iter))
         progress = self._progress(start_iter)

@@ -52,7 +52,13 @@ def test_resume_is_bit_exact(
     out = tmp_path / "resumed"
     train(tiny_cfg(out, synthetic_cache, "train.max_iter=2"))
     assert load_checkpoint(out / "checkpoints" / "last.pt")["iteration"] == 2
+    # what a kill during a checkpoint write leaves behind: removed on restart, others kept
+    stale = out / "checkpoints" / ".last.pt.k1ll3d.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    unrelated = out / "checkpoints" / "notes.tmp"
+    unrelated.write_text("mine")
     train(tiny_cfg(out, synthetic_cache, "train.resume=true"))
+    assert not stale.exists() and unrelated.exists()
     resumed = load_checkpoint(out / "checkpoints" / "last.pt")
     reference = load_checkpoint(trained_run / "checkpoints" / "last.pt")
     assert resumed["iteration"] == 3

@@ -12,12 +12,17 @@ import hydra
 from omegaconf import DictConfig
 
 import rfcn.config  # noqa: F401  (registers the config schemas)
+from rfcn.engine.checkpoint import CheckpointError
 from rfcn.engine.launch import infer
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="infer")
 def main(cfg: DictConfig) -> None:
-    records = infer(cfg)
+    try:
+        records = infer(cfg)
+    except (CheckpointError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
     if not records:
         print(f"error: no readable image in {cfg.input} (see the warnings above)", file=sys.stderr)
         sys.exit(1)

@@ -15,6 +15,7 @@ import hydra
 from omegaconf import DictConfig
 
 import rfcn.config  # noqa: F401  (registers the config schemas)
+from rfcn.engine.checkpoint import CheckpointError
 from rfcn.engine.coco_eval import format_coco_table
 from rfcn.engine.launch import train
 from rfcn.engine.trainer import TrainingDiverged
@@ -25,7 +26,7 @@ from rfcn.engine.voc_eval import format_voc_table
 def main(cfg: DictConfig) -> None:
     try:
         metrics = train(cfg)
-    except TrainingDiverged as e:
+    except (TrainingDiverged, CheckpointError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
     if metrics:

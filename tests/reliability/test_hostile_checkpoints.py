@@ -95,6 +95,7 @@ def test_tools_refuse_pickle_payload(tmp_path: Path, synth_cache: Path) -> None:
         rc_, out = finish(proc, timeout=120)
         assert rc_ != 0, f"{door}: accepted a hostile checkpoint\n{out[-2000:]}"
         assert "refusing to load" in out and "weights-only" in out, f"{door}:\n{out[-2000:]}"
+        assert "error: " in out and "Traceback" not in out, f"{door}:\n{out[-2000:]}"
     assert not marker.exists(), "the checkpoint's code ran"
     assert not (resume_dir / "metrics.json").exists()
 

@@ -22,6 +22,7 @@ from rfcn import config as rc
 from rfcn.engine.checkpoint import CheckpointError, load_checkpoint, load_model_state
 from rfcn.engine.distributed import (
     barrier,
+    broadcast_object,
     get_rank,
     get_world_size,
     init_distributed,
@@ -182,6 +183,31 @@ def _tensorboard_eval_extras(
 # ---- train ---------------------------------------------------------------------------------
 
 
+def _load_resume_checkpoint(path: Path) -> dict[str, Any] | None:
+    """last.pt as the main process reads it, on every rank (None: no checkpoint yet).
+
+    Only the main process writes checkpoints, so on several nodes without a shared run
+    directory the other nodes have no (or an old) last.pt: rank 0 reads the file and sends
+    it to the other ranks over the process group, and every rank resumes from the same
+    iteration. A checkpoint rank 0 refuses is refused on every rank (no rank left waiting).
+    """
+    result: tuple[str, Any] = ("none", None)
+    if is_main_process():
+        if path.is_file():
+            try:
+                result = ("ok", load_checkpoint(path))
+            except (CheckpointError, OSError) as e:
+                result = ("error", e)
+        else:
+            logger.info("train.resume: no %s yet, starting from scratch", path)
+    if is_distributed():  # our own ranks' objects, never a file: safe to unpickle
+        result = broadcast_object(result if is_main_process() else None)
+    status, payload = result
+    if status == "error":
+        raise payload if is_main_process() else CheckpointError(f"rank 0: {payload}")
+    return payload if status == "ok" else None
+
+
 def train(cfg: Any) -> dict[str, Any]:
     """Train as configured; returns the final metrics (on the main process).
 
@@ -216,12 +242,7 @@ def train(cfg: Any) -> dict[str, Any]:
     )
 
     resume_path = output_dir / "checkpoints" / "last.pt"
-    resume_ckpt = None
-    if cfg.train.resume:
-        if resume_path.is_file():
-            resume_ckpt = load_checkpoint(resume_path)
-        else:
-            logger.info("train.resume: no %s yet, starting from scratch", resume_path)
+    resume_ckpt = _load_resume_checkpoint(resume_path) if cfg.train.resume else None
     finetune_ckpt = None
     if cfg.model.weights and resume_ckpt is None:
         finetune_ckpt = load_checkpoint(os.path.expanduser(cfg.model.weights))
@@ -285,6 +306,12 @@ def train(cfg: Any) -> dict[str, Any]:
 
     train_model: nn.Module = model
     if is_distributed():
+        if any(isinstance(m, nn.BatchNorm2d) for m in model.modules()):
+            if device.type == "cuda":  # statistics over the global batch (same parameters)
+                nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            else:  # torch's SyncBatchNorm runs on GPUs only
+                logger.info("BatchNorm on CPU normalises each process's own batch of %d "
+                            "images (SyncBatchNorm needs CUDA)", cfg.solver.ims_per_batch)
         train_model = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )

@@ -37,6 +37,7 @@ TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--np
 # - head: no OHEM, a sample size above the RoI count and positive fraction 1: every RoI;
 # - images all 64x64 (no padding differences), GroupNorm (no batch statistics).
 EQUIVALENT_MODEL = [
+    "model.norm=gn",  # BatchNorm's statistics would depend on the per-process batch (CPU)
     "model.min_size=64",
     "model.max_size=64",
     "model.k=3",

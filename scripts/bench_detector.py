@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import logging
 import os
 import platform
 import statistics
@@ -174,6 +175,9 @@ def build_rfcn(
     size: tuple[int, int], post_nms: int, device: torch.device, score_thresh: float
 ) -> nn.Module:
     torch.manual_seed(0)  # every R-FCN of the run has the same weights
+    # (the builder warns that frozen BN without ImageNet weights is the identity: the
+    # statistics are set below)
+    logging.getLogger("rfcn.models.backbone").setLevel(logging.ERROR)
     model = rfcn_resnet50(
         NUM_CLASSES, min_size=size[0], max_size=size[1], rpn_post_nms_top_n_test=post_nms,
         box_score_thresh=score_thresh, norm="frozen_bn",

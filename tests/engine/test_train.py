@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from rfcn.engine.checkpoint import CheckpointError, load_checkpoint
-from rfcn.engine.launch import evaluate, train
+from rfcn.engine.launch import train
+from rfcn.engine.predict import evaluate
 from rfcn.engine.trainer import TrainingDiverged
 
 

@@ -177,7 +177,7 @@ def test_resume_with_another_class_count_says_what_differs(
 def test_eval_on_dataset_with_other_classes_says_what_differs(
     tmp_path: Path, synth_cache: Path, three_class_checkpoint: Path
 ) -> None:
-    from rfcn.engine.launch import evaluate
+    from rfcn.engine.predict import evaluate
 
     cfg = compose(
         "eval",

@@ -84,7 +84,7 @@ def test_extreme_aspect_images_evaluate_and_infer(tmp_path: Path, tiny_checkpoin
     """Evaluation and inference take images unresized: a 4000x24 strip with max_size 64 must
     be detected on (a side scaled below 1 px is clamped to 1) or refused with a message naming
     the image, never `RuntimeError: Input and output sizes should be greater than 0`."""
-    from rfcn.engine.launch import evaluate, infer
+    from rfcn.engine.predict import evaluate, infer
 
     split = write_coco(tmp_path / "data", HUGE[1:])
     cfg = compose("eval", [f"checkpoint={tiny_checkpoint}", *coco_overrides(split, split)[:1],
@@ -176,7 +176,7 @@ def test_evaluating_only_bad_images_fails_clearly(tmp_path: Path, tiny_checkpoin
     """tools/eval.py on a dataset whose every image is unreadable: the per-file warnings are
     there, but the run must end with an error saying no image could be read, not report
     AP = 0.00 over 0 images as a result."""
-    from rfcn.engine.launch import evaluate
+    from rfcn.engine.predict import evaluate
 
     split = write_coco(tmp_path / "data", BAD)
     cfg = compose("eval", [f"checkpoint={tiny_checkpoint}", *coco_overrides(split, split),

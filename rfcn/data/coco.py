@@ -20,17 +20,14 @@ from numbers import Real
 from typing import Any
 
 import numpy as np
-import torch
 from pycocotools.coco import COCO
 
 from rfcn.data.interfaces import Transform
 from rfcn.data.records import (
     BadRecordCounter,
     ImageRecord,
+    RecordDataset,
     clean_box,
-    load_record_image,
-    load_record_sample,
-    record_target,
 )
 
 __all__ = ["CocoDetection", "load_coco_json"]
@@ -98,7 +95,7 @@ def _valid_size(img: dict[str, Any]) -> bool:
             and int(w) == w and int(h) == h and w > 0 and h > 0)
 
 
-class CocoDetection:
+class CocoDetection(RecordDataset):
     """A COCO-format dataset: ``ds[i] -> (Tensor[3, H, W] float32 RGB in [0, 1], target)``.
 
     target: boxes float32 Tensor[M, 4] xyxy pixels, labels int64 Tensor[M] in 1..C,
@@ -214,33 +211,6 @@ class CocoDetection:
             self.coco.createIndex()
         bad.warn(logger, self.ann_file)
         self.num_bad_records = bad.total()
-
-    def __len__(self) -> int:
-        return len(self._records)
-
-    def image_path(self, index: int) -> str:
-        return self._records[index].path
-
-    def get_annotation(self, index: int) -> dict[str, Any]:
-        """Target of image ``index`` in original pixels, without decoding the image."""
-        return record_target(self._records[index])
-
-    def load_image(self, index: int) -> np.ndarray:
-        """``np.ndarray[H, W, 3]`` uint8 RGB; ValueError naming the file if unreadable."""
-        return load_record_image(self._records[index])
-
-    def get(
-        self,
-        index: int,
-        rng: np.random.Generator | None = None,
-        transforms: Transform | None = None,
-    ) -> tuple[torch.Tensor, dict[str, Any]]:
-        """Sample ``index`` with ``transforms`` (default: the dataset's) driven by ``rng``."""
-        tf = transforms if transforms is not None else self.transforms
-        return load_record_sample(self._records[index], tf, rng)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, Any]]:
-        return self.get(index)
 
     def __repr__(self) -> str:
         return (f"CocoDetection(ann_file={self.ann_file!r}, images={len(self)}, "

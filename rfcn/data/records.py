@@ -25,6 +25,7 @@ from rfcn.data.interfaces import Transform
 __all__ = [
     "BadRecordCounter",
     "ImageRecord",
+    "RecordDataset",
     "clean_box",
     "load_record_image",
     "load_record_sample",
@@ -134,3 +135,38 @@ def load_record_sample(
         rng = rng if rng is not None else np.random.default_rng()
         image, target = transforms(image, target, rng)
     return to_tensor(image), target
+
+
+class RecordDataset:
+    """The DetectionDataset access methods of a reader that parsed its files into
+    ``self._records`` (list of ImageRecord) and keeps its default ``self.transforms``."""
+
+    _records: list[ImageRecord]
+    transforms: Transform | None
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def image_path(self, index: int) -> str:
+        return self._records[index].path
+
+    def get_annotation(self, index: int) -> dict[str, Any]:
+        """Target of image ``index`` in original pixels, without decoding the image."""
+        return record_target(self._records[index])
+
+    def load_image(self, index: int) -> np.ndarray:
+        """``np.ndarray[H, W, 3]`` uint8 RGB; ValueError naming the file if unreadable."""
+        return load_record_image(self._records[index])
+
+    def get(
+        self,
+        index: int,
+        rng: np.random.Generator | None = None,
+        transforms: Transform | None = None,
+    ) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Sample ``index`` with ``transforms`` (default: the dataset's) driven by ``rng``."""
+        tf = transforms if transforms is not None else self.transforms
+        return load_record_sample(self._records[index], tf, rng)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, Any]]:
+        return self.get(index)

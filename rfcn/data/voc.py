@@ -15,19 +15,15 @@ import logging
 import os
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
-import torch
 
 from rfcn.data.interfaces import Transform
 from rfcn.data.records import (
     BadRecordCounter,
     ImageRecord,
+    RecordDataset,
     clean_box,
-    load_record_image,
-    load_record_sample,
-    record_target,
 )
 
 __all__ = ["VOC_CLASSES", "VOCDetection"]
@@ -69,7 +65,7 @@ def _numeric_ids(names: list[str]) -> list[int]:
     return list(range(len(names)))
 
 
-class VOCDetection:
+class VOCDetection(RecordDataset):
     """A VOC-format dataset: ``ds[i] -> (Tensor[3, H, W] float32 RGB in [0, 1], target)``.
 
     target: boxes float32 Tensor[M, 4] xyxy pixels, labels int64 Tensor[M] in 1..C,
@@ -179,33 +175,6 @@ class VOCDetection:
             iscrowd=np.zeros(len(labels), dtype=bool),
             difficult=np.array(difficult, dtype=bool),
         )
-
-    def __len__(self) -> int:
-        return len(self._records)
-
-    def image_path(self, index: int) -> str:
-        return self._records[index].path
-
-    def get_annotation(self, index: int) -> dict[str, Any]:
-        """Target of image ``index`` in original pixels, without decoding the image."""
-        return record_target(self._records[index])
-
-    def load_image(self, index: int) -> np.ndarray:
-        """``np.ndarray[H, W, 3]`` uint8 RGB; ValueError naming the file if unreadable."""
-        return load_record_image(self._records[index])
-
-    def get(
-        self,
-        index: int,
-        rng: np.random.Generator | None = None,
-        transforms: Transform | None = None,
-    ) -> tuple[torch.Tensor, dict[str, Any]]:
-        """Sample ``index`` with ``transforms`` (default: the dataset's) driven by ``rng``."""
-        tf = transforms if transforms is not None else self.transforms
-        return load_record_sample(self._records[index], tf, rng)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, Any]]:
-        return self.get(index)
 
     def __repr__(self) -> str:
         return (f"VOCDetection(root={self.root!r}, image_set={self.image_set!r}, "

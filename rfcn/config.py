@@ -355,8 +355,8 @@ def build_evaluator(dataset_name: str, dataset: Any) -> Any:
     from rfcn.engine.voc_eval import VOCEvaluator
 
     if dataset_name == "voc":
-        return VOCEvaluator(dataset.class_names)
-    return CocoEvaluator(dataset.coco, dataset.label_to_cat_id, dataset.class_names)
+        return VOCEvaluator.from_dataset(dataset)
+    return CocoEvaluator.from_dataset(dataset)
 
 
 def build_train_transforms(aug_cfg: DictConfig, model_cfg: DictConfig, model: nn.Module) -> Any:

@@ -120,98 +120,154 @@ class CocoDetection(RecordDataset):
         self.transforms = transforms
         data = load_coco_json(self.ann_file)
         bad = BadRecordCounter()
+        cats = self._categories(data)
+        images, dropped_images = _valid_images(data, bad)
+        per_image, clean_anns = self._clean_annotations(data, images, dropped_images, bad)
+        self._records: list[ImageRecord] = [
+            self._record(images[i], per_image[i]) for i in sorted(images)
+        ]
+        self.image_ids: list[int] = [r.image_id for r in self._records]
+        self.aspect_ratios: list[float] = [r.width / r.height for r in self._records]
+        self.coco = _coco_index(data, [images[i] for i in sorted(images)], clean_anns, cats)
+        bad.warn(logger, self.ann_file)
+        self.num_bad_records = bad.total()
+        self.bad_records: dict[str, int] = dict(bad.counts)
 
+    def _categories(self, data: dict[str, Any]) -> list[dict[str, Any]]:
+        """Categories by id; sets the label mappings and class names."""
         cats = sorted(data["categories"], key=lambda c: c["id"])
         self.cat_id_to_label: dict[int, int] = {c["id"]: i + 1 for i, c in enumerate(cats)}
         self.label_to_cat_id: dict[int, int] = {v: k for k, v in self.cat_id_to_label.items()}
         self.class_names: list[str] = ["__background__"] + [str(c["name"]) for c in cats]
+        return cats
 
-        images: dict[int, dict[str, Any]] = {}
-        dropped_images: set[int] = set()
-        for img in data["images"]:
-            if _valid_size(img):
-                images[img["id"]] = img
-            else:
-                dropped_images.add(img["id"])
-                bad.add("images with missing or invalid width/height dropped")
-
-        per_image: dict[int, list[tuple[tuple[float, float, float, float], int, bool]]] = {
-            i: [] for i in images
-        }
+    def _clean_annotations(
+        self,
+        data: dict[str, Any],
+        images: dict[int, dict[str, Any]],
+        dropped_images: set[int],
+        bad: BadRecordCounter,
+    ) -> tuple[dict[int, list[_Box]], list[dict[str, Any]]]:
+        """(image id -> its training boxes, the cleaned annotations for COCOeval)."""
+        per_image: dict[int, list[_Box]] = {i: [] for i in images}
         clean_anns: list[dict[str, Any]] = []
-        used_ann_ids: set[Any] = set()
-        renumber: list[dict[str, Any]] = []
         for ann in data["annotations"]:
-            image_id, cat_id = ann["image_id"], ann["category_id"]
-            if image_id in dropped_images:
-                bad.add("annotations of dropped images dropped")
-                continue
-            img = images.get(image_id) if isinstance(image_id, int) else None
-            if img is None:
-                bad.add("annotations with unknown image_id dropped")
-                continue
-            if not isinstance(cat_id, int) or cat_id not in self.cat_id_to_label:
-                bad.add("annotations with unknown category_id dropped")
-                continue
-            bbox = ann["bbox"]
-            if not (isinstance(bbox, list) and len(bbox) == 4 and all(map(_is_number, bbox))):
-                bad.add("annotations with a malformed bbox (not 4 numbers) dropped")
-                continue
-            x, y, w, h = (float(v) for v in bbox)
-            box = clean_box(x, y, x + w, y + h, int(img["width"]), int(img["height"]), bad)
+            box = self._clean_box(ann, images, dropped_images, bad)
             if box is None:
                 continue
             crowd = bool(ann.get("iscrowd", 0))
-            per_image[image_id].append((box, self.cat_id_to_label[cat_id], crowd))
+            per_image[ann["image_id"]].append((box, self.cat_id_to_label[ann["category_id"]],
+                                               crowd))
+            clean_anns.append(_eval_annotation(ann, box, crowd))
+        _renumber_annotations(clean_anns, bad)
+        return per_image, clean_anns
 
-            # The evaluation ground truth gets the same cleaning, plus the fields COCOeval
-            # needs (id, area, iscrowd) when a custom file lacks them.
-            new_bbox = [box[0], box[1], box[2] - box[0], box[3] - box[1]]
-            fixed = dict(ann)
-            if new_bbox != [x, y, w, h]:
-                fixed["bbox"] = new_bbox
-            if not _is_number(fixed.get("area")):
-                fixed["area"] = new_bbox[2] * new_bbox[3]
-            fixed["iscrowd"] = int(crowd)
-            aid = fixed.get("id")
-            if aid is None or aid in used_ann_ids or not isinstance(aid, int):
-                renumber.append(fixed)
-            else:
-                used_ann_ids.add(aid)
-            clean_anns.append(fixed)
-        next_id = max((a for a in used_ann_ids), default=0) + 1
-        if renumber:
-            bad.add("annotations with a missing or duplicate id renumbered", len(renumber))
-        for fixed in renumber:
-            fixed["id"] = next_id
-            next_id += 1
+    def _clean_box(
+        self,
+        ann: dict[str, Any],
+        images: dict[int, dict[str, Any]],
+        dropped_images: set[int],
+        bad: BadRecordCounter,
+    ) -> tuple[float, float, float, float] | None:
+        """The annotation's xyxy box, or None (counted in `bad`) when it must be dropped."""
+        image_id, cat_id = ann["image_id"], ann["category_id"]
+        if image_id in dropped_images:
+            bad.add("annotations of dropped images dropped")
+            return None
+        img = images.get(image_id) if isinstance(image_id, int) else None
+        if img is None:
+            bad.add("annotations with unknown image_id dropped")
+            return None
+        if not isinstance(cat_id, int) or cat_id not in self.cat_id_to_label:
+            bad.add("annotations with unknown category_id dropped")
+            return None
+        bbox = ann["bbox"]
+        if not (isinstance(bbox, list) and len(bbox) == 4 and all(map(_is_number, bbox))):
+            bad.add("annotations with a malformed bbox (not 4 numbers) dropped")
+            return None
+        x, y, w, h = (float(v) for v in bbox)
+        return clean_box(x, y, x + w, y + h, int(img["width"]), int(img["height"]), bad)
 
-        self._records: list[ImageRecord] = []
-        for image_id in sorted(images):
-            img, anns = images[image_id], per_image[image_id]
-            self._records.append(ImageRecord(
-                path=os.path.join(self.img_dir, img["file_name"]),
-                image_id=image_id,
-                height=int(img["height"]),
-                width=int(img["width"]),
-                boxes=np.array([a[0] for a in anns], dtype=np.float32).reshape(-1, 4),
-                labels=np.array([a[1] for a in anns], dtype=np.int64),
-                iscrowd=np.array([a[2] for a in anns], dtype=bool),
-                difficult=np.zeros(len(anns), dtype=bool),
-            ))
-        self.image_ids: list[int] = [r.image_id for r in self._records]
-        self.aspect_ratios: list[float] = [r.width / r.height for r in self._records]
-
-        clean = {k: v for k, v in data.items() if k not in _TOP_KEYS}
-        clean.update(images=[images[i] for i in sorted(images)], annotations=clean_anns,
-                     categories=cats)
-        self.coco = COCO()
-        self.coco.dataset = clean
-        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
-            self.coco.createIndex()
-        bad.warn(logger, self.ann_file)
-        self.num_bad_records = bad.total()
+    def _record(self, img: dict[str, Any], anns: list[_Box]) -> ImageRecord:
+        return ImageRecord(
+            path=os.path.join(self.img_dir, img["file_name"]),
+            image_id=img["id"],
+            height=int(img["height"]),
+            width=int(img["width"]),
+            boxes=np.array([a[0] for a in anns], dtype=np.float32).reshape(-1, 4),
+            labels=np.array([a[1] for a in anns], dtype=np.int64),
+            iscrowd=np.array([a[2] for a in anns], dtype=bool),
+            difficult=np.zeros(len(anns), dtype=bool),
+        )
 
     def __repr__(self) -> str:
         return (f"CocoDetection(ann_file={self.ann_file!r}, images={len(self)}, "
                 f"classes={len(self.class_names) - 1})")
+
+
+_Box = tuple[tuple[float, float, float, float], int, bool]  # xyxy box, label, crowd
+
+
+def _valid_images(
+    data: dict[str, Any], bad: BadRecordCounter
+) -> tuple[dict[int, dict[str, Any]], set[int]]:
+    """(id -> image entry with a valid size, ids of the images dropped for their size)."""
+    images: dict[int, dict[str, Any]] = {}
+    dropped: set[int] = set()
+    for img in data["images"]:
+        if _valid_size(img):
+            images[img["id"]] = img
+        else:
+            dropped.add(img["id"])
+            bad.add("images with missing or invalid width/height dropped")
+    return images, dropped
+
+
+def _eval_annotation(
+    ann: dict[str, Any], box: tuple[float, float, float, float], crowd: bool
+) -> dict[str, Any]:
+    """The evaluation ground truth gets the same cleaning as training, plus the fields
+    COCOeval needs (area, iscrowd) when a custom file lacks them."""
+    new_bbox = [box[0], box[1], box[2] - box[0], box[3] - box[1]]
+    fixed = dict(ann)
+    if new_bbox != [float(v) for v in ann["bbox"]]:
+        fixed["bbox"] = new_bbox
+    if not _is_number(fixed.get("area")):
+        fixed["area"] = new_bbox[2] * new_bbox[3]
+    fixed["iscrowd"] = int(crowd)
+    return fixed
+
+
+def _renumber_annotations(anns: list[dict[str, Any]], bad: BadRecordCounter) -> None:
+    """Give annotations with a missing, non-integer or duplicate id a fresh one (COCOeval
+    indexes by id)."""
+    used: set[int] = set()
+    renumber: list[dict[str, Any]] = []
+    for ann in anns:
+        aid = ann.get("id")
+        if aid is None or aid in used or not isinstance(aid, int):
+            renumber.append(ann)
+        else:
+            used.add(aid)
+    if renumber:
+        bad.add("annotations with a missing or duplicate id renumbered", len(renumber))
+    next_id = max(used, default=0) + 1
+    for ann in renumber:
+        ann["id"] = next_id
+        next_id += 1
+
+
+def _coco_index(
+    data: dict[str, Any],
+    images: list[dict[str, Any]],
+    anns: list[dict[str, Any]],
+    cats: list[dict[str, Any]],
+) -> COCO:
+    """A pycocotools COCO over the cleaned records, ready for COCOeval."""
+    clean = {k: v for k, v in data.items() if k not in _TOP_KEYS}
+    clean.update(images=images, annotations=anns, categories=cats)
+    coco = COCO()
+    coco.dataset = clean
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+        coco.createIndex()
+    return coco

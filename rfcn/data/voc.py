@@ -124,6 +124,7 @@ class VOCDetection(RecordDataset):
         self.aspect_ratios: list[float] = [r.width / r.height for r in self._records]
         bad.warn(logger, list_file)
         self.num_bad_records = bad.total()
+        self.bad_records: dict[str, int] = dict(bad.counts)
 
     def _parse(
         self, name: str, image_id: int, label_of: dict[str, int], bad: BadRecordCounter

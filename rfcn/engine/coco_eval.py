@@ -65,6 +65,11 @@ class CocoEvaluator:
     are reported as None. After `evaluate()`, `self.results` holds the COCO results list
     (original category ids) and `self.pr_curves` maps class name → (recall, precision) arrays
     at IoU 0.5, all areas, 100 detections.
+
+    Args:
+        image_ids: every image of the evaluation set; an image never processed (unreadable)
+            is still scored, with no detections, so a broken file cannot raise recall (a
+            warning gives the count). None: only the processed images are scored.
     """
 
     def __init__(
@@ -72,13 +77,24 @@ class CocoEvaluator:
         coco_gt: COCO,
         label_to_cat_id: dict[int, int],
         class_names: list[str],
+        image_ids: list[int] | None = None,
     ) -> None:
         self.coco_gt = coco_gt
         self.label_to_cat_id = {int(k): int(v) for k, v in label_to_cat_id.items()}
         self.class_names = list(class_names)
+        self.image_ids = None if image_ids is None else [int(i) for i in image_ids]
         self.results: list[dict[str, Any]] = []
         self.pr_curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self.coco_eval: COCOeval | None = None  # after evaluate(), when there were detections
+        self.num_unprocessed = 0
         self.reset()
+
+    @classmethod
+    def from_dataset(cls, dataset: Any) -> CocoEvaluator:
+        """An evaluator scoring every image of a CocoDetection-like dataset (`coco`,
+        `label_to_cat_id`, `class_names`, `image_ids`)."""
+        return cls(dataset.coco, dataset.label_to_cat_id, dataset.class_names,
+                   list(dataset.image_ids))
 
     def reset(self) -> None:
         self._predictions: list[dict[str, Any]] = []
@@ -98,6 +114,17 @@ class CocoEvaluator:
             return {}
         image_ids = sorted({i for ids, _ in gathered for i in ids})
         self.results = [p for _, preds in gathered for p in preds]
+        if self.image_ids is not None:
+            processed = set(image_ids)
+            self.num_unprocessed = sum(1 for i in set(self.image_ids) if i not in processed)
+            if self.num_unprocessed:
+                logger.warning(
+                    "COCO evaluation: %d of %d images were not processed (unreadable); their "
+                    "ground truth counts as missed",
+                    self.num_unprocessed,
+                    len(set(self.image_ids)),
+                )
+            image_ids = sorted(set(self.image_ids))
         return self._evaluate(image_ids, self.results)
 
     def _evaluate(self, image_ids: list[int], results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -105,6 +132,7 @@ class CocoEvaluator:
             cat_id: self.class_names[label] for label, cat_id in self.label_to_cat_id.items()
         }
         self.pr_curves = {}
+        self.coco_eval = None
         if not image_ids:
             logger.warning("COCO evaluation: no images were processed")
             return {**{k: 0.0 for k in COCO_METRIC_NAMES}, "per_class": {}, "num_images": 0}
@@ -127,6 +155,7 @@ class CocoEvaluator:
             coco_eval.evaluate()
             coco_eval.accumulate()
             coco_eval.summarize()
+        self.coco_eval = coco_eval
         logger.info("COCOeval:\n%s", log.getvalue().rstrip())
         stats = coco_eval.stats
         metrics: dict[str, Any] = {

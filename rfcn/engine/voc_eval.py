@@ -1,9 +1,20 @@
-"""PASCAL VOC detection mAP, computed exactly as the official devkit / py-faster-rcnn `voc_eval`.
+"""PASCAL VOC detection mAP, computed as py-faster-rcnn's `voc_eval` port of the devkit.
 
-Inclusive-pixel IoU (widths are `x2 - x1 + 1`), a detection matches when IoU > 0.5, "difficult"
-ground truth is neither a true nor a false positive and does not count towards recall,
-duplicates are false positives. `mAP07` is the 11-point interpolated AP (VOC2007 devkit),
-`mAP` the area under the monotone precision envelope (VOC2010+ devkit).
+What is followed, precisely:
+- Coordinates. Inside rfcn boxes are continuous pixels; a VOC XML box `(xmin, ymin, xmax,
+  ymax)` (1-based, inclusive) is `(xmin - 1, ymin - 1, xmax, ymax)` (rfcn.data.voc). For
+  scoring, ground truth and detections go back to the devkit's convention, `(x1 + 1, y1 + 1,
+  x2, y2)` (detectron2 writes its results files the same way), so the ground-truth boxes are
+  the XML's own numbers, and IoU uses the devkit's inclusive widths `x2 - x1 + 1`.
+- A detection matches when IoU > 0.5 (py-faster-rcnn's `ovmax > ovthresh`; the MATLAB devkit
+  uses `>=`, which differs only on exact ties). "Difficult" ground truth is neither a true nor
+  a false positive and does not count towards recall; duplicates are false positives.
+- `mAP07` is the 11-point interpolated AP (VOC2007 devkit), `mAP` the area under the monotone
+  precision envelope (VOC2010+ devkit).
+- Classes without any non-difficult ground truth are left out of the means (py-faster-rcnn
+  would divide by zero and report NaN for them).
+- Every image of the evaluation set counts: the ground truth of an image that could not be
+  read (so has no detections) still counts, as the devkit counts every image of the set.
 
 Shape shorthand: G ground-truth boxes of one class in one image, D detections of one class.
 """
@@ -44,7 +55,8 @@ def voc_eval_class(
     det_boxes: np.ndarray,
     iou_thresh: float = 0.5,
 ) -> tuple[np.ndarray, np.ndarray, int]:
-    """Match one class's detections to its ground truth.
+    """Match one class's detections to its ground truth, in the devkit's inclusive pixel
+    convention (boxes as the XML / results files hold them, widths `x2 - x1 + 1`).
 
     Args:
         gt: image id → (boxes float[G, 4] xyxy, difficult bool[G]); every evaluated image
@@ -102,23 +114,68 @@ def voc_eval_class(
     return rec, prec, npos
 
 
-class VOCEvaluator:
-    """VOC mAP over the processed images: keys `mAP` (area), `mAP07` (11-point), `per_class`
-    (area AP) and `per_class_07`. Also reports `AP50` (= mAP) so tables that expect COCO's
-    AP50 have a value. Classes without any non-difficult ground truth are None and left out
-    of the means.
+# continuous pixels (rfcn) -> the devkit's 1-based inclusive convention
+_TO_DEVKIT = np.array([1.0, 1.0, 0.0, 0.0])
 
-    Ground truth comes from the loader's targets (`boxes`, `labels`, `difficult`), so the
-    evaluation uses the same pixel convention as the dataset.
+GroundTruth = tuple[int, np.ndarray, np.ndarray, np.ndarray]  # image id, boxes, labels, difficult
+
+
+def ground_truth_of(dataset: Any) -> list[GroundTruth]:
+    """Every image's ground truth from `dataset.get_annotation` (no image is decoded)."""
+    out = []
+    for index in range(len(dataset)):
+        target = dataset.get_annotation(index)
+        out.append(_ground_truth(target))
+    return out
+
+
+def _ground_truth(target: dict[str, Any]) -> GroundTruth:
+    boxes = np.asarray(target["boxes"], dtype=np.float64).reshape(-1, 4)
+    labels = np.asarray(target["labels"], dtype=np.int64).reshape(-1)
+    difficult = target.get("difficult")
+    difficult = (
+        np.zeros(len(labels), dtype=bool)
+        if difficult is None
+        else np.asarray(difficult, dtype=bool).reshape(-1)
+    )
+    return int(target["image_id"]), boxes, labels, difficult
+
+
+class VOCEvaluator:
+    """VOC mAP: keys `mAP` (area), `mAP07` (11-point), `per_class` (area AP) and
+    `per_class_07`. Also reports `AP50` (= mAP) so tables that expect COCO's AP50 have a
+    value. Classes without any non-difficult ground truth are None and left out of the means.
+
+    Args:
+        class_names: background first.
+        ground_truth: every image of the evaluation set (`ground_truth_of(dataset)`); images
+            that were never processed (unreadable files) keep their ground truth, counted as
+            missed, and a warning says how many. None: the ground truth comes from the targets
+            passed to `process` (only the processed images count).
+
+    Boxes (targets and detections) are continuous pixels, as everywhere in rfcn; they are
+    scored in the devkit's convention (module docstring).
     """
 
-    def __init__(self, class_names: list[str], iou_thresh: float = 0.5) -> None:
+    def __init__(
+        self,
+        class_names: list[str],
+        iou_thresh: float = 0.5,
+        ground_truth: list[GroundTruth] | None = None,
+    ) -> None:
         self.class_names = list(class_names)
         self.iou_thresh = iou_thresh
+        self.ground_truth = ground_truth
         self.pr_curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         # after evaluate(): every rank's (image id, boxes, labels, scores)
         self.detections: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []
+        self.num_unprocessed = 0
         self.reset()
+
+    @classmethod
+    def from_dataset(cls, dataset: Any, iou_thresh: float = 0.5) -> VOCEvaluator:
+        """An evaluator scoring every image of `dataset` (read or not)."""
+        return cls(dataset.class_names, iou_thresh, ground_truth_of(dataset))
 
     def reset(self) -> None:
         self._gt: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []
@@ -126,16 +183,9 @@ class VOCEvaluator:
 
     def process(self, targets: list[dict[str, Any]], outputs: list[dict[str, Tensor]]) -> None:
         for target, output in zip(targets, outputs, strict=True):
-            image_id = int(target["image_id"])
-            boxes = np.asarray(target["boxes"], dtype=np.float64).reshape(-1, 4)
-            labels = np.asarray(target["labels"], dtype=np.int64).reshape(-1)
-            difficult = target.get("difficult")
-            difficult = (
-                np.zeros(len(labels), dtype=bool)
-                if difficult is None
-                else np.asarray(difficult, dtype=bool).reshape(-1)
-            )
-            self._gt.append((image_id, boxes, labels, difficult))
+            gt = _ground_truth(target)
+            image_id = gt[0]
+            self._gt.append(gt)
             self._dets.append(
                 (
                     image_id,
@@ -151,6 +201,17 @@ class VOCEvaluator:
             return {}
         gts = [g for gt, _ in gathered for g in gt]
         self.detections = [d for _, det in gathered for d in det]
+        if self.ground_truth is not None:
+            processed = {g[0] for g in gts}
+            gts = list(self.ground_truth)
+            self.num_unprocessed = sum(1 for g in gts if g[0] not in processed)
+            if self.num_unprocessed:
+                logger.warning(
+                    "VOC evaluation: %d of %d images were not processed (unreadable); their "
+                    "ground truth counts as missed",
+                    self.num_unprocessed,
+                    len(gts),
+                )
         return self._evaluate(gts, self.detections)
 
     def _evaluate(
@@ -161,6 +222,8 @@ class VOCEvaluator:
         per_class: dict[str, float | None] = {}
         per_class_07: dict[str, float | None] = {}
         self.pr_curves = {}
+        gts = [(img, boxes + _TO_DEVKIT, labels, diff) for img, boxes, labels, diff in gts]
+        dets = [(img, boxes + _TO_DEVKIT, labels, s) for img, boxes, labels, s in dets]
         for label in range(1, len(self.class_names)):
             name = self.class_names[label]
             gt = {

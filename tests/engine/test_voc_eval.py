@@ -51,22 +51,25 @@ def test_hand_computed_ap_with_duplicate_and_difficult() -> None:
     assert "mAP07" in format_voc_table(metrics)
 
 
-def test_iou_uses_inclusive_pixels() -> None:
-    # gt is 10x10 inclusive pixels; det covers 10x5.5: IoU 0.55 with +1, 0.5 (a miss) without.
+def test_iou_is_the_devkits_on_continuous_boxes() -> None:
+    # gt is continuous (0, 0, 10, 10) = XML (1, 1, 10, 10), 10x10 inclusive pixels; the
+    # detection (0, 0, 10, 5.5) = devkit (1, 1, 10, 5.5) covers 10x5.5: IoU 0.55, a match.
+    # (Adding +1 to continuous boxes would give 11x6.5 / 11x11 = 0.59: one pixel too large.)
     evaluator = VOCEvaluator(CLASS_NAMES)
     evaluator.process(
-        [_target(1, [[0, 0, 9, 9]], [1], [False])],
-        [_output([[0, 0, 9, 4.5]], [1], [0.9])],
+        [_target(1, [[0, 0, 10, 10]], [1], [False])],
+        [_output([[0, 0, 10, 5.5]], [1], [0.9])],
     )
     assert evaluator.evaluate()["mAP"] == pytest.approx(1.0)
 
 
 def test_iou_threshold_is_strict() -> None:
-    # inclusive IoU exactly 0.5 is not a match (devkit: ov > 0.5)
+    # IoU exactly 0.5 is not a match (py-faster-rcnn's voc_eval: ovmax > 0.5; the MATLAB
+    # devkit's VOCevaldet uses >= 0.5, which differs only on such exact ties)
     evaluator = VOCEvaluator(CLASS_NAMES)
     evaluator.process(
-        [_target(1, [[0, 0, 9, 9]], [1], [False])],
-        [_output([[0, 0, 9, 4]], [1], [0.9])],
+        [_target(1, [[0, 0, 10, 10]], [1], [False])],
+        [_output([[0, 0, 10, 5]], [1], [0.9])],
     )
     assert evaluator.evaluate()["mAP"] == pytest.approx(0.0)
 

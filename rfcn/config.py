@@ -1,9 +1,10 @@
-"""Structured-config schemas (registered in Hydra's ConfigStore) and the builders that turn a
-composed config into objects by calling plain constructors.
+"""Structured-config schemas (registered in Hydra's ConfigStore) and the conversions of a
+composed config to plain data. Nothing here builds an object: rfcn.build does that.
 
-This is the only library module that knows Hydra / OmegaConf. Every schema is a dataclass, so
-a misspelt key (`train.max_itr=3`) or a wrongly typed value fails at composition, naming the
-key. Constructors elsewhere in rfcn receive numbers and built objects, never a config.
+This is the only library module that knows Hydra / OmegaConf. Every schema is a dataclass and
+every choice an Enum, so a misspelt key (`train.max_itr=3`), a wrongly typed value or an
+unknown choice (`solver.optimizer=adam`) fails at composition, naming the key and the choices.
+Constructors elsewhere in rfcn receive numbers and built objects, never a config.
 
 Config groups: `model/` (rfcn_r18, rfcn_r50, rfcn_r101), `dataset/` (synthetic, coco, voc,
 coco_json), `solver/` (default, voc_paper, coco_paper), `experiment/` (paper settings).
@@ -14,15 +15,44 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
-import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
-from torch import nn
 
 logger = logging.getLogger(__name__)
+
+# ---- choices (str-valued: they compare equal to their names) ---------------------------------
+
+
+class Optimizer(str, Enum):
+    sgd = "sgd"
+    adamw = "adamw"  # momentum is AdamW's beta1
+
+
+class Schedule(str, Enum):
+    step = "step"
+    cosine = "cosine"
+
+
+class Amp(str, Enum):
+    none = "none"
+    fp16 = "fp16"
+    bf16 = "bf16"  # CUDA only
+
+
+class Norm(str, Enum):
+    frozen_bn = "frozen_bn"
+    bn = "bn"
+    gn = "gn"
+
+
+class PsOp(str, Enum):
+    pool = "pool"
+    align = "align"
+
 
 # ---- schemas ---------------------------------------------------------------------------------
 
@@ -35,7 +65,7 @@ class TrainConfig:
     resume: bool = False  # continue from <output_dir>/checkpoints/last.pt
     device: str = "auto"  # cpu | cuda | auto
     seed: int = 0
-    amp: str = "none"  # none | fp16 | bf16 (CUDA only)
+    amp: Amp = Amp.none
     clip_grad_norm: float | None = None
     max_nonfinite_steps: int = 5  # consecutive non-finite losses before stopping
     max_loss: float = 1.0e4  # a total loss above this counts as exploded (like NaN)
@@ -48,21 +78,22 @@ class TrainConfig:
 
 @dataclass
 class SolverConfig:
-    optimizer: str = "sgd"  # sgd | adamw (momentum is AdamW's beta1)
+    optimizer: Optimizer = Optimizer.sgd
     base_lr: float = 0.02
     ims_per_batch: int = 2  # images per process and iteration
     momentum: float = 0.9
     weight_decay: float = 1e-4
     warmup_iters: int = 100
     warmup_factor: float = 0.001
-    schedule: str = "step"  # step | cosine
+    schedule: Schedule = Schedule.step
     steps: list[int] = field(default_factory=list)
     gamma: float = 0.1
 
 
 @dataclass
 class ModelConfig:
-    """`name` is a builder in rfcn.models; every other None field keeps the builder's default."""
+    """`name` is a builder in rfcn.models; every other None field keeps the builder's default
+    (rfcn.models.spec: a test keeps the two lists of fields the same)."""
 
     name: str = "rfcn_resnet18"
     weights: str | None = None  # an rfcn checkpoint to fine-tune from
@@ -70,6 +101,8 @@ class ModelConfig:
     min_size: int | None = None
     max_size: int | None = None
     size_divisible: int | None = None
+    image_mean: list[float] | None = None
+    image_std: list[float] | None = None
     anchor_sizes: list[int] | None = None
     aspect_ratios: list[float] | None = None
     rpn_dim: int | None = None
@@ -86,7 +119,7 @@ class ModelConfig:
     k: int | None = None
     head_dim: int | None = None
     class_agnostic_bbox: bool | None = None
-    ps_op: str | None = None
+    ps_op: PsOp | None = None
     box_fg_iou_thresh: float | None = None
     box_bg_iou_thresh: float | None = None
     box_batch_size_per_image: int | None = None
@@ -97,7 +130,7 @@ class ModelConfig:
     box_score_thresh: float | None = None
     box_nms_thresh: float | None = None
     box_detections_per_img: int | None = None
-    norm: str | None = None
+    norm: Norm | None = None
     trainable_layers: int | None = None
 
 
@@ -184,6 +217,15 @@ class InferAppConfig:
     score_thresh: float = 0.5
 
 
+def _from_scratch(weights_backbone: Any, value: Any) -> Any:
+    """`${rfcn.from_scratch:${.weights_backbone},VALUE}`: VALUE for a trunk trained from
+    scratch, None (the builder's pretrained default) when it starts from ImageNet weights."""
+    return None if weights_backbone else value
+
+
+OmegaConf.register_new_resolver("rfcn.from_scratch", _from_scratch, replace=True)
+
+
 def register_configs() -> None:
     """Register the schemas; config files name them in their defaults lists."""
     cs = ConfigStore.instance()
@@ -210,6 +252,15 @@ DATASET_SCHEMAS: dict[str, type[DatasetConfig]] = {
 # ---- conversions ------------------------------------------------------------------------------
 
 
+def plain(node: Any) -> Any:
+    """A config node as plain containers (choices as their names), for constructors."""
+    if isinstance(node, DictConfig) or OmegaConf.is_list(node):
+        return OmegaConf.to_container(node, resolve=True, enum_to_str=True)
+    if isinstance(node, Enum):
+        return node.value
+    return node
+
+
 def to_yaml(cfg: DictConfig) -> str:
     """The resolved config as YAML (stored in checkpoints)."""
     return OmegaConf.to_yaml(cfg, resolve=True)
@@ -217,6 +268,15 @@ def to_yaml(cfg: DictConfig) -> str:
 
 def from_yaml(text: str) -> DictConfig:
     return OmegaConf.create(text)
+
+
+def model_kwargs(model_cfg: Any) -> dict[str, Any]:
+    """The model node's builder options: every set field except name / weights /
+    weights_backbone, as plain values."""
+    values = plain(model_cfg)
+    assert isinstance(values, dict)
+    skip = {"name", "weights", "weights_backbone"}
+    return {k: v for k, v in values.items() if k not in skip and v is not None}
 
 
 def validate_dataset_config(dataset_cfg: DictConfig | dict[str, Any]) -> DictConfig:
@@ -238,157 +298,3 @@ def resolve_output_dir(cfg: DictConfig) -> Path:
         return Path(HydraConfig.get().runtime.output_dir)
     except ValueError:  # not running under @hydra.main
         return Path.cwd()
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
-        raise ValueError(f"train.device must be cpu, cuda or auto, got {name!r}")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but CUDA is not available")
-    return torch.device(name)
-
-
-# ---- builders ---------------------------------------------------------------------------------
-
-MODEL_BUILDERS = ("rfcn_resnet18", "rfcn_resnet50", "rfcn_resnet101")
-
-
-def model_kwargs(model_cfg: DictConfig) -> dict[str, Any]:
-    """Builder keyword arguments: every set field except name / weights."""
-    plain = OmegaConf.to_container(model_cfg, resolve=True)
-    assert isinstance(plain, dict)
-    skip = {"name", "weights", "weights_backbone"}
-    return {k: v for k, v in plain.items() if k not in skip and v is not None}
-
-
-def build_model(
-    model_cfg: DictConfig, num_classes: int, *, load_backbone: bool = True
-) -> nn.Module:
-    """The detector with fresh weights (an rfcn checkpoint is loaded by the engine, which
-    checks it first). `load_backbone=False` skips the ImageNet trunk weights (used when a
-    checkpoint provides every weight)."""
-    import rfcn.models
-
-    if model_cfg.name not in MODEL_BUILDERS:
-        raise ValueError(f"model.name must be one of {MODEL_BUILDERS}, got {model_cfg.name!r}")
-    builder = getattr(rfcn.models, model_cfg.name)
-    kwargs = model_kwargs(model_cfg)
-    weights_backbone = model_cfg.weights_backbone if load_backbone else None
-    if not load_backbone and model_cfg.weights_backbone and kwargs.get("norm") is None:
-        kwargs["norm"] = "frozen_bn"  # the norm a pretrained trunk was built with
-    return builder(num_classes, weights=None, weights_backbone=weights_backbone, **kwargs)
-
-
-def build_datasets(dataset_cfg: DictConfig) -> tuple[Any, Any]:
-    """(train dataset, evaluation dataset) for `dataset_cfg.name`."""
-    from rfcn.data import CocoDetection
-
-    name = dataset_cfg.name
-    if name == "synthetic":
-        from rfcn.data.synthetic import ensure_synthetic_dataset
-
-        splits = ensure_synthetic_dataset(
-            os.path.expanduser(dataset_cfg.root),
-            num_train=dataset_cfg.num_train,
-            num_val=dataset_cfg.num_val,
-            image_size=dataset_cfg.image_size,
-            seed=dataset_cfg.seed,
-        )
-        return CocoDetection(*splits["train"]), CocoDetection(*splits["val"])
-    if name == "coco":
-        root = Path(os.path.expanduser(dataset_cfg.root))
-        make = lambda split: CocoDetection(  # noqa: E731
-            str(root / split), str(root / "annotations" / f"instances_{split}.json")
-        )
-        return make(dataset_cfg.train_split), make(dataset_cfg.val_split)
-    if name == "coco_json":
-        tr, va = dataset_cfg.train, dataset_cfg.val
-        return (
-            CocoDetection(os.path.expanduser(tr.img_dir), os.path.expanduser(tr.ann_file)),
-            CocoDetection(os.path.expanduser(va.img_dir), os.path.expanduser(va.ann_file)),
-        )
-    if name == "voc":
-        from rfcn.data import ConcatDetection, VOCDetection
-
-        root = os.path.expanduser(dataset_cfg.root)
-        train_parts = [VOCDetection(root, *_voc_set(s)) for s in dataset_cfg.train_sets]
-        train = train_parts[0] if len(train_parts) == 1 else ConcatDetection(train_parts)
-        test = VOCDetection(root, *_voc_set(dataset_cfg.test_set))
-        return train, test
-    raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(DATASET_SCHEMAS)}")
-
-
-def build_eval_dataset(dataset_cfg: DictConfig) -> Any:
-    """Only the evaluation split (the training split is not opened for VOC/COCO/coco_json)."""
-    from rfcn.data import CocoDetection
-
-    name = dataset_cfg.name
-    if name == "coco":
-        root = Path(os.path.expanduser(dataset_cfg.root))
-        split = dataset_cfg.val_split
-        return CocoDetection(
-            str(root / split), str(root / "annotations" / f"instances_{split}.json")
-        )
-    if name == "coco_json":
-        va = dataset_cfg.val
-        return CocoDetection(os.path.expanduser(va.img_dir), os.path.expanduser(va.ann_file))
-    if name == "voc":
-        from rfcn.data import VOCDetection
-
-        return VOCDetection(os.path.expanduser(dataset_cfg.root), *_voc_set(dataset_cfg.test_set))
-    return build_datasets(dataset_cfg)[1]
-
-
-def _voc_set(spec: str) -> tuple[str, str]:
-    """ "2007_trainval" → ("2007", "trainval")."""
-    year, _, image_set = str(spec).partition("_")
-    if not year or not image_set:
-        raise ValueError(f"VOC set must look like '2007_trainval', got {spec!r}")
-    return year, image_set
-
-
-def build_evaluator(dataset_name: str, dataset: Any) -> Any:
-    """VOC mAP for `voc`, COCOeval on the dataset's own JSON otherwise."""
-    from rfcn.engine.coco_eval import CocoEvaluator
-    from rfcn.engine.voc_eval import VOCEvaluator
-
-    if dataset_name == "voc":
-        return VOCEvaluator.from_dataset(dataset)
-    return CocoEvaluator.from_dataset(dataset)
-
-
-def build_train_transforms(aug_cfg: DictConfig, model_cfg: DictConfig, model: nn.Module) -> Any:
-    """The data-side augmentation; sizes default to the model's own resize sizes."""
-    from rfcn.data.transforms import build_train_transforms as build
-
-    min_sizes = list(aug_cfg.min_sizes) if aug_cfg.min_sizes else None
-    if min_sizes is None:
-        min_sizes = [int(s) for s in model.transform.min_size]
-    max_size = int(aug_cfg.max_size or model.transform.max_size)
-    return build(min_sizes, max_size, aug_cfg.flip_prob, aug_cfg.color_jitter)
-
-
-def build_solver(
-    solver_cfg: DictConfig, model: nn.Module, max_iter: int
-) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    from rfcn.engine.solver import build_lr_scheduler, build_optimizer
-
-    optimizer = build_optimizer(
-        model,
-        solver_cfg.base_lr,
-        solver_cfg.momentum,
-        solver_cfg.weight_decay,
-        name=solver_cfg.optimizer,
-    )
-    scheduler = build_lr_scheduler(
-        optimizer,
-        max_iter=max_iter,
-        schedule=solver_cfg.schedule,
-        steps=list(solver_cfg.steps),
-        gamma=solver_cfg.gamma,
-        warmup_iters=solver_cfg.warmup_iters,
-        warmup_factor=solver_cfg.warmup_factor,
-    )
-    return optimizer, scheduler

@@ -5,9 +5,10 @@
     python scripts/bench_train.py --quick               # tiny smoke run
 
 The config is composed from configs/train.yaml with Hydra's compose API and the objects are
-built the way `tools/train.py` builds them (rfcn.config builders, rfcn.engine.launch's thread
-setup, rfcn.data.loader.build_train_loader with train.num_workers workers). The loop is the
-trainer's step: next batch, forward, sum of losses, backward, SGD step, LR scheduler step.
+built the way `tools/train.py` builds them (rfcn.build, rfcn.engine.process's thread setup,
+rfcn.data.loader.build_train_loader with train.num_workers workers). Each timed step is
+`Trainer.run_step`, the trainer's own iteration: forward, guards, backward, optimizer step,
+LR scheduler step (no hooks: no checkpoint, evaluation or logging).
 
 Printed:
 - images/s of the training loop after --warmup steps, and the time spent waiting for the next
@@ -36,9 +37,11 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
+from rfcn import build
 from rfcn import config as rc
 from rfcn.data.loader import build_train_loader
-from rfcn.engine.launch import configure_threads, seed_everything, setup_device
+from rfcn.engine.process import amp_dtype, configure_threads, seed_everything, setup_device
+from rfcn.engine.trainer import Trainer
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
@@ -79,11 +82,11 @@ def run(args: argparse.Namespace) -> int:
     threads = configure_threads(cfg.train.num_threads, cfg.train.num_workers)
     seed_everything(cfg.train.seed)
     started = time.perf_counter()
-    train_ds, _ = rc.build_datasets(cfg.dataset)
+    train_ds, _ = build.build_datasets(cfg.dataset)
     gen_s = time.perf_counter() - started
-    model = rc.build_model(cfg.model, len(train_ds.class_names)).to(device)
-    optimizer, scheduler = rc.build_solver(cfg.solver, model, cfg.train.max_iter)
-    transforms = rc.build_train_transforms(cfg.aug, cfg.model, model)
+    model = build.build_model(cfg.model, len(train_ds.class_names)).to(device)
+    optimizer, lr_multiplier = build.build_solver(cfg.solver, model, cfg.train.max_iter)
+    transforms = build.build_train_transforms(cfg.aug, model)
     batch_size = int(cfg.solver.ims_per_batch)
     workers = int(cfg.train.num_workers)
 
@@ -107,6 +110,13 @@ def run(args: argparse.Namespace) -> int:
     ]))
     print()
 
+    trainer = Trainer(
+        model=model, model_without_ddp=model, optimizer=optimizer, lr_multiplier=lr_multiplier,
+        loader_factory=lambda start: [], device=device, output_dir=Path(tempfile.gettempdir()),
+        settings=build.trainer_settings(cfg.train, amp_dtype(rc.plain(cfg.train.amp), device)),
+        checkpoint_meta={},
+    )
+    trainer.before_train()
     model.train()
     data = iter(build_train_loader(train_ds, batch_size, seed=cfg.train.seed,
                                    num_workers=workers, transforms=transforms))
@@ -116,15 +126,7 @@ def run(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         batch = next(data)
         t1 = time.perf_counter()
-        images = [img.to(device) for img in batch.images]
-        targets = [{k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in t.items()}
-                   for t in batch.targets]
-        losses = model(images, targets)
-        loss = sum(losses.values())
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
+        trainer.run_step(batch)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         t2 = time.perf_counter()

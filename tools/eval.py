@@ -14,8 +14,8 @@ from omegaconf import DictConfig
 import rfcn.config  # noqa: F401  (registers the config schemas)
 from rfcn.engine.checkpoint import CheckpointError
 from rfcn.engine.coco_eval import format_coco_table
-from rfcn.engine.predict import evaluate
 from rfcn.engine.voc_eval import format_voc_table
+from rfcn.entrypoints.evaluate import evaluate
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="eval")

@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 
 import rfcn.config  # noqa: F401  (registers the config schemas)
 from rfcn.engine.checkpoint import CheckpointError
-from rfcn.engine.predict import infer
+from rfcn.entrypoints.infer import infer
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="infer")

@@ -17,9 +17,9 @@ from omegaconf import DictConfig
 import rfcn.config  # noqa: F401  (registers the config schemas)
 from rfcn.engine.checkpoint import CheckpointError
 from rfcn.engine.coco_eval import format_coco_table
-from rfcn.engine.launch import train
 from rfcn.engine.trainer import TrainingDiverged
 from rfcn.engine.voc_eval import format_voc_table
+from rfcn.entrypoints.train import train
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train")

@@ -99,8 +99,10 @@ class CocoDetection(RecordDataset):
     """A COCO-format dataset: ``ds[i] -> (Tensor[3, H, W] float32 RGB in [0, 1], target)``.
 
     target: boxes float32 Tensor[M, 4] xyxy pixels, labels int64 Tensor[M] in 1..C,
-    image_id int, iscrowd bool Tensor[M], difficult bool Tensor[M] (all False),
-    orig_size (h, w). Images without annotations are kept (they train as background).
+    image_id int, iscrowd bool Tensor[M], difficult bool Tensor[M] (an annotation's optional
+    `"difficult": 1`, as VOC data converted by tools/convert.py carries it: ignored for
+    training like crowd boxes; COCOeval counts it as ordinary ground truth), orig_size (h, w).
+    Images without annotations are kept (they train as background).
 
     Args:
         img_dir: directory the ``file_name`` entries are relative to.
@@ -156,8 +158,9 @@ class CocoDetection(RecordDataset):
             if box is None:
                 continue
             crowd = bool(ann.get("iscrowd", 0))
+            difficult = bool(ann.get("difficult", 0))  # VOC's flag, kept by tools/convert.py
             per_image[ann["image_id"]].append((box, self.cat_id_to_label[ann["category_id"]],
-                                               crowd))
+                                               crowd, difficult))
             clean_anns.append(_eval_annotation(ann, box, crowd))
         _renumber_annotations(clean_anns, bad)
         return per_image, clean_anns
@@ -197,7 +200,7 @@ class CocoDetection(RecordDataset):
             boxes=np.array([a[0] for a in anns], dtype=np.float32).reshape(-1, 4),
             labels=np.array([a[1] for a in anns], dtype=np.int64),
             iscrowd=np.array([a[2] for a in anns], dtype=bool),
-            difficult=np.zeros(len(anns), dtype=bool),
+            difficult=np.array([a[3] for a in anns], dtype=bool),
         )
 
     def __repr__(self) -> str:
@@ -205,7 +208,8 @@ class CocoDetection(RecordDataset):
                 f"classes={len(self.class_names) - 1})")
 
 
-_Box = tuple[tuple[float, float, float, float], int, bool]  # xyxy box, label, crowd
+# xyxy box, label, crowd, difficult
+_Box = tuple[tuple[float, float, float, float], int, bool, bool]
 
 
 def _valid_images(

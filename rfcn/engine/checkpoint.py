@@ -4,8 +4,12 @@ A checkpoint is a plain dict (tensors, numbers, strings, lists, dicts) so that i
 `torch.load(..., weights_only=True)`; a file carrying any other pickled object is refused
 before any of its code can run.
 
-Keys written by the trainer: `model`, `optimizer`, `scheduler`, `scaler`, `iteration`,
-`class_names`, `label_to_cat_id`, `config` (resolved YAML string), `rng`, `format_version`.
+Keys written by the trainer: `model`, `model_spec` (the resolved architecture and settings,
+rfcn.models.spec.RFCNSpec.to_dict: everything needed to rebuild the model), `weights_backbone`
+(how the trunk was initialised, for the record), `optimizer`, `scheduler`, `scaler`,
+`iteration`, `hooks` (best metric, patience, scalar history), `class_names`,
+`label_to_cat_id`, `config` (resolved YAML string), `rng`, `format_version` (2; 1 had no
+`model_spec`).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from torch import Tensor, nn
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 class CheckpointError(RuntimeError):
@@ -257,34 +261,8 @@ def load_model_state(
     if diff.missing or diff.unexpected:
         raise CheckpointError(f"{source} does not fit this model{arch_note}: {diff.describe()}")
     if diff.shape_mismatch:
-        class_change = (
-            ckpt_classes is not None
-            and model_classes is not None
-            and (ckpt_classes != model_classes)
-        )
-        if not (allow_class_change and class_change):
-            classes = (
-                f" The checkpoint has {ckpt_classes} classes, the model {model_classes}."
-                if ckpt_classes is not None and model_classes is not None
-                else ""
-            )
-            hint = (
-                " Use model.weights=... to fine-tune with another class count."
-                if class_change
-                else ""
-            )
-            raise CheckpointError(
-                f"{source} does not fit this model{arch_note}: {diff.describe()}.{classes}{hint}"
-            )
-        for k, (ckpt_shape, model_shape) in diff.shape_mismatch.items():
-            logger.info(
-                "fine-tuning: re-initialised %s (checkpoint %s, model %s): class count %d -> %d",
-                k,
-                ckpt_shape,
-                model_shape,
-                ckpt_classes,
-                model_classes,
-            )
+        _check_class_change(diff, ckpt_classes, model_classes, allow_class_change, source,
+                            arch_note)
     to_load = {k: v for k, v in ckpt_state.items() if k not in diff.shape_mismatch}
     merged = dict(model_state)
     merged.update(to_load)
@@ -292,6 +270,44 @@ def load_model_state(
     return diff
 
 
+def _check_class_change(
+    diff: StateDictDiff,
+    ckpt_classes: int | None,
+    model_classes: int | None,
+    allow_class_change: bool,
+    source: str,
+    arch_note: str,
+) -> None:
+    """Shape mismatches are fine only when fine-tuning to another class count (logged)."""
+    class_change = (ckpt_classes is not None and model_classes is not None
+                    and ckpt_classes != model_classes)
+    if not (allow_class_change and class_change):
+        classes = (
+            f" The checkpoint has {ckpt_classes} classes, the model {model_classes}."
+            if ckpt_classes is not None and model_classes is not None
+            else ""
+        )
+        hint = " Use model.weights=... to fine-tune with another class count." if class_change \
+            else ""
+        raise CheckpointError(
+            f"{source} does not fit this model{arch_note}: {diff.describe()}.{classes}{hint}"
+        )
+    for k, (ckpt_shape, model_shape) in diff.shape_mismatch.items():
+        logger.info(
+            "fine-tuning: re-initialised %s (checkpoint %s, model %s): class count %d -> %d",
+            k, ckpt_shape, model_shape, ckpt_classes, model_classes,
+        )
+
+
 def _architecture(checkpoint: dict[str, Any]) -> str | None:
     arch = checkpoint.get("architecture")
     return str(arch) if arch else None
+
+
+def check_classes(ckpt_classes: list[str], dataset_classes: list[str], where: str) -> None:
+    """ValueError naming both class lists when a checkpoint and a dataset disagree."""
+    if list(ckpt_classes) != list(dataset_classes):
+        raise ValueError(
+            f"{where}: the checkpoint's classes {list(ckpt_classes)[1:]} differ from the "
+            f"dataset's {list(dataset_classes)[1:]}"
+        )

@@ -103,3 +103,25 @@ def local_rank() -> int:
 def destroy_distributed() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def wrap_ddp(model: Any, device: torch.device, ims_per_batch: int) -> Any:
+    """`model` in DistributedDataParallel under a process group (else `model` itself).
+
+    BatchNorm: SyncBatchNorm on CUDA (statistics over the global batch); on CPU (gloo) each
+    process normalises its own batch of `ims_per_batch` images, since torch's SyncBatchNorm
+    runs on GPUs only.
+    """
+    if not is_distributed():
+        return model
+    from torch import nn
+
+    if any(isinstance(m, nn.BatchNorm2d) for m in model.modules()):
+        if device.type == "cuda":
+            nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        else:
+            logger.info("BatchNorm on CPU normalises each process's own batch of %d images "
+                        "(SyncBatchNorm needs CUDA)", ims_per_batch)
+    return nn.parallel.DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None
+    )

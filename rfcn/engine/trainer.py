@@ -1,32 +1,41 @@
-"""The training loop: SGD steps with optional AMP and clipping, non-finite guards, periodic
-checkpointing and evaluation, TensorBoard and tqdm.
+"""The training loop: `run_step()` (forward, guards, backward, optimizer and LR step) in a bare
+loop, with checkpointing, evaluation, logging and progress as hooks (rfcn.engine.hooks).
 
-The trainer receives built objects (model, optimizer, scheduler, a loader factory, an
-evaluation callable) and plain settings; `rfcn.engine.launch.train` builds them from a config.
-Resuming is exact because every source of randomness is either restored from the checkpoint
-(torch / numpy / python RNG) or a pure function of (seed, iteration) (the data loader).
+The trainer receives built objects (model, optimizer, a pure learning-rate multiplier, a
+loader factory, hooks) and plain settings; the entry point (rfcn.entrypoints.train) builds
+them from a config. Resuming is exact because every source of randomness is either restored
+from the checkpoint (torch / numpy / python RNG) or a pure function of (seed, iteration) (the
+data loader), and the learning-rate schedule is a pure function of the iteration: the
+scheduler is built at the iteration training starts from, never patched.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import time
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
 from rfcn.engine.checkpoint import (
+    FORMAT_VERSION,
     capture_rng_state,
     remove_stale_temporaries,
     restore_rng_state,
     save_checkpoint,
 )
-from rfcn.engine.distributed import get_world_size, is_distributed, is_main_process
+from rfcn.engine.distributed import (
+    all_gather_object,
+    get_rank,
+    get_world_size,
+    is_distributed,
+    is_main_process,
+)
+from rfcn.engine.hooks import TrainHook
 
 logger = logging.getLogger(__name__)
 
@@ -38,70 +47,99 @@ class TrainingDiverged(RuntimeError):
 @dataclass
 class TrainerSettings:
     max_iter: int
-    eval_period: int = 0  # 0: only after the last iteration
-    checkpoint_period: int = 500
     amp_dtype: torch.dtype | None = None  # autocast dtype on CUDA (fp16 uses a GradScaler)
     clip_grad_norm: float | None = None
     max_nonfinite_steps: int = 5
     max_loss: float = 1e4  # a larger (finite) total loss counts as exploded, like NaN/inf
-    log_period: int = 20
-    progress: bool = True
+
+
+class StepResult(NamedTuple):
+    """What one iteration did: detached loss terms (floats), the total, the gradient norm
+    (None when skipped), whether the step was applied, and the files skipped by the loader."""
+
+    losses: dict[str, float]
+    total: float
+    grad_norm: float | None
+    finite: bool
+    skipped: int
+
+
+@dataclass
+class _Counters:
+    iteration: int = 0
+    nonfinite_steps: int = 0
+    consecutive_nonfinite: int = 0
+    skipped_files: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Trainer:
-    """Runs iterations `[start_iter, max_iter)`.
+    """Runs iterations `[iteration, max_iter)`.
 
     Args:
         model: the detector (possibly DDP-wrapped); train mode returns `dict[str, Tensor]`
             of `loss_*`.
         model_without_ddp: the bare module (its state dict goes into checkpoints).
+        optimizer: over the trainable parameters, hyper-parameters from the current config.
+        lr_multiplier: iteration -> factor of each group's base learning rate.
         loader_factory: `start_iter -> iterable of batches` (`.images`, `.targets`,
             `.skipped`); batch i must depend only on (seed, i).
-        evaluate_fn: `(model_without_ddp, iteration) -> metrics` (all ranks call it).
-        checkpoint_meta: extra entries stored in every checkpoint (class_names,
+        settings: loop settings; hooks hold the periods of what they do.
+        checkpoint_meta: extra entries stored in every checkpoint (model_spec, class_names,
             label_to_cat_id, config, architecture).
-        writer: a TensorBoard SummaryWriter on the main process, None elsewhere.
+        hooks: called in order after every step (rfcn.engine.hooks).
     """
 
     def __init__(
         self,
+        *,
         model: nn.Module,
         model_without_ddp: nn.Module,
         optimizer: torch.optim.Optimizer,
-        scheduler: torch.optim.lr_scheduler.LRScheduler,
+        lr_multiplier: Callable[[int], float],
         loader_factory: Callable[[int], Iterable[Any]],
-        evaluate_fn: Callable[[nn.Module, int], dict[str, Any]],
         device: torch.device,
         output_dir: Path,
         settings: TrainerSettings,
         checkpoint_meta: dict[str, Any],
-        writer: Any | None = None,
+        hooks: Sequence[TrainHook] = (),
     ) -> None:
         self.model = model
         self.model_without_ddp = model_without_ddp
         self.optimizer = optimizer
-        self.scheduler = scheduler
+        self.lr_multiplier = lr_multiplier
         self.loader_factory = loader_factory
-        self.evaluate_fn = evaluate_fn
         self.device = device
         self.output_dir = Path(output_dir)
         self.settings = settings
         self.checkpoint_meta = checkpoint_meta
-        self.writer = writer
+        self.hooks = list(hooks)
         use_scaler = device.type == "cuda" and settings.amp_dtype == torch.float16
         self.scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
-        self.iteration = 0
-        self.nonfinite_steps = 0
-        self.skipped_files = 0
+        self.scheduler: torch.optim.lr_scheduler.LambdaLR | None = None
+        self.counters = _Counters()
+        self.metrics: dict[str, Any] = {}  # the latest evaluation
+        self.stop_reason: str | None = None  # set by a hook to end the run early
+        self.completed = False  # the loop ended normally (hooks' after_train may check)
         self.last_good_checkpoint: Path | None = None
 
     # ---- state ---------------------------------------------------------------------------
 
     @property
+    def iteration(self) -> int:
+        return self.counters.iteration
+
+    @property
     def checkpoint_path(self) -> Path:
         return self.output_dir / "checkpoints" / "last.pt"
 
+    @property
+    def last_step(self) -> bool:
+        """True after the run's final iteration (max_iter, or a hook asked to stop)."""
+        return self.iteration >= self.settings.max_iter or self.stop_reason is not None
+
     def state_dict(self) -> dict[str, Any]:
+        assert self.scheduler is not None, "before_train() builds the scheduler"
         return {
             **self.checkpoint_meta,
             "model": self.model_without_ddp.state_dict(),
@@ -109,48 +147,57 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
             "iteration": self.iteration,
-            "nonfinite_steps": self.nonfinite_steps,
-            "skipped_files": self.skipped_files,
+            "nonfinite_steps": self.counters.nonfinite_steps,
+            "skipped_files": self.counters.skipped_files,
+            "hooks": {type(h).__name__: h.state_dict() for h in self.hooks if h.state_dict()},
             "rng": capture_rng_state(),
-            "format_version": 1,
+            "format_version": FORMAT_VERSION,
         }
 
-    def load_training_state(self, checkpoint: dict[str, Any]) -> None:
-        """Optimizer, scheduler, scaler, counters and RNG from a checkpoint whose model
-        weights were already loaded."""
-        # Hyper-parameters (lr, momentum, weight decay, schedule) come from the current
-        # config, the optimizer's buffers and the iteration from the checkpoint: an unchanged
-        # config resumes exactly, a changed one (say solver.base_lr) takes effect.
+    def load_training_state(self, checkpoint: dict[str, Any], path: Path | None = None) -> None:
+        """Optimizer buffers, scaler, counters, hooks and RNG from a checkpoint whose model
+        weights were already loaded.
+
+        Hyper-parameters (lr, momentum, weight decay, schedule) come from the current config,
+        the optimizer's buffers and the iteration from the checkpoint: an unchanged config
+        resumes exactly, a changed one (say solver.base_lr) takes effect from here.
+        """
         hyper = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         for group, h in zip(self.optimizer.param_groups, hyper, strict=True):
             group.update(h)
-        sched_state = dict(checkpoint["scheduler"])
-        sched_state["lr_lambdas"] = [None] * len(self.scheduler.lr_lambdas)
-        sched_state["base_lrs"] = [h["initial_lr"] for h in hyper]
-        self.scheduler.load_state_dict(sched_state)
-        step = self.scheduler.last_epoch
-        for group, base, fn in zip(
-            self.optimizer.param_groups,
-            self.scheduler.base_lrs,
-            self.scheduler.lr_lambdas,
-            strict=True,
-        ):
-            group["lr"] = base * fn(step)
-        self.scheduler._last_lr = [g["lr"] for g in self.optimizer.param_groups]
+            group["initial_lr"] = h.get("initial_lr", h["lr"])
         if checkpoint.get("scaler") and self.scaler.is_enabled():
             self.scaler.load_state_dict(checkpoint["scaler"])
-        self.iteration = int(checkpoint["iteration"])
-        self.nonfinite_steps = int(checkpoint.get("nonfinite_steps", 0))
-        self.skipped_files = int(checkpoint.get("skipped_files", 0))
+        self.counters.iteration = int(checkpoint["iteration"])
+        self.counters.nonfinite_steps = int(checkpoint.get("nonfinite_steps", 0))
+        self.counters.skipped_files = int(checkpoint.get("skipped_files", 0))
+        hook_states = checkpoint.get("hooks") or {}
+        for hook in self.hooks:
+            if type(hook).__name__ in hook_states:
+                hook.load_state_dict(hook_states[type(hook).__name__])
+        self._restore_rng(checkpoint)
+        self.last_good_checkpoint = path
+
+    @staticmethod
+    def _restore_rng(checkpoint: dict[str, Any]) -> None:
+        """Each rank gets its own RNG streams back (they differ after a few steps: sampling
+        draws a different amount on each rank); with another process count, rank 0's."""
+        per_rank = checkpoint.get("rng_per_rank")
+        if per_rank and len(per_rank) == get_world_size():
+            restore_rng_state(per_rank[get_rank()])
+            return
+        if per_rank and len(per_rank) != get_world_size():
+            logger.warning("the checkpoint holds the RNG streams of %d processes, this run has "
+                           "%d: every process continues from rank 0's (not bit-exact)",
+                           len(per_rank), get_world_size())
         if "rng" in checkpoint:
             restore_rng_state(checkpoint["rng"])
 
-    def save(self) -> None:
-        """Write last.pt (main process); refuses to replace a checkpoint with non-finite
-        weights."""
-        if not is_main_process():
-            return
+    def save(self, path: Path | None = None) -> Path | None:
+        """Write a checkpoint (default last.pt) on the main process; refuses to write
+        non-finite weights. Every rank must call it (each contributes its RNG streams)."""
+        rng_per_rank = all_gather_object(capture_rng_state())
         bad = [
             name
             for name, t in self.model_without_ddp.state_dict().items()
@@ -160,110 +207,104 @@ class Trainer:
             raise TrainingDiverged(
                 f"iteration {self.iteration}: model weights are not finite ({', '.join(bad[:5])}"
                 f"{', ...' if len(bad) > 5 else ''}); not writing a checkpoint. "
-                + self._last_good_message()
+                + self.last_good_message()
             )
-        save_checkpoint(self.state_dict(), self.checkpoint_path)
-        self.last_good_checkpoint = self.checkpoint_path
-        logger.info("iteration %d: saved %s", self.iteration, self.checkpoint_path)
+        if not is_main_process():
+            return None
+        path = path or self.checkpoint_path
+        save_checkpoint({**self.state_dict(), "rng_per_rank": rng_per_rank}, path)
+        if path == self.checkpoint_path:
+            self.last_good_checkpoint = path
+        logger.info("iteration %d: saved %s", self.iteration, path)
+        return path
 
-    def _last_good_message(self) -> str:
+    def last_good_message(self) -> str:
         if self.last_good_checkpoint is not None:
             return f"The last good checkpoint is {self.last_good_checkpoint}."
         return "No checkpoint was written by this run."
 
     # ---- the loop ------------------------------------------------------------------------
 
-    def train(self) -> dict[str, Any]:
-        """Train to `max_iter`, evaluate, checkpoint; returns the final metrics (main process;
-        other ranks get {})."""
-        s = self.settings
-        start_iter = self.iteration
-        logger.info(
-            "training iterations %d..%d on %s (world size %d)",
-            start_iter,
-            s.max_iter,
-            self.device,
-            get_world_size(),
+    def before_train(self) -> None:
+        """Build the LR scheduler at the current iteration (0, or the resume point); remove
+        a torn checkpoint write; tell the hooks."""
+        for group in self.optimizer.param_groups:
+            group.setdefault("initial_lr", group["lr"])
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, self.lr_multiplier, last_epoch=self.iteration - 1
         )
         if is_main_process():
             for tmp in remove_stale_temporaries(self.checkpoint_path):
                 logger.warning("removed %s, left by an interrupted checkpoint write", tmp)
+        for hook in self.hooks:
+            hook.before_train(self)
+
+    def train(self) -> dict[str, Any]:
+        """Train to `max_iter` (or until a hook stops the run); returns the latest metrics
+        (main process; other ranks get {})."""
+        logger.info("training iterations %d..%d on %s (world size %d)", self.iteration,
+                    self.settings.max_iter, self.device, get_world_size())
+        self.completed = False
+        self.before_train()
         self.model.train()
-        data: Iterator[Any] = iter(self.loader_factory(start_iter))
-        progress = self._progress(start_iter)
-        consecutive_nonfinite = 0
-        window: dict[str, float] = {}
-        window_n = 0
-        start_time = time.perf_counter()
-        metrics: dict[str, Any] = {}
         try:
-            for it in range(start_iter, s.max_iter):
-                batch = next(data)
-                loss_dict = self._forward(batch)
-                losses = sum(loss_dict.values())
-                assert isinstance(losses, Tensor)
-                finite = self._all_ranks_finite(losses)
-                grad_norm = None
-                if finite:
-                    grad_norm = self._backward(losses)
-                    finite = grad_norm is not None
-                if not finite:
-                    consecutive_nonfinite += 1
-                    self.nonfinite_steps += 1
-                    self.optimizer.zero_grad(set_to_none=True)
-                    terms = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in loss_dict.items())
-                    logger.warning(
-                        "iteration %d: non-finite or exploding loss or gradient, step skipped "
-                        "(%d in a row, %d in total): %s",
-                        it + 1,
-                        consecutive_nonfinite,
-                        self.nonfinite_steps,
-                        terms,
-                    )
-                    if consecutive_nonfinite >= s.max_nonfinite_steps:
-                        raise TrainingDiverged(
-                            f"training stopped at iteration {it + 1}: {consecutive_nonfinite} "
-                            f"consecutive non-finite or exploding steps (losses: {terms}; limit "
-                            f"train.max_loss={s.max_loss:g}). The learning rate "
-                            "may be too high (solver.base_lr) or the data broken. "
-                            + self._last_good_message()
-                        )
-                else:
-                    consecutive_nonfinite = 0
-                self.scheduler.step()
-                self.iteration = it + 1
-                self.skipped_files += len(getattr(batch, "skipped", []))
-                if finite:
-                    for k, v in loss_dict.items():
-                        window[k] = window.get(k, 0.0) + float(v.detach())
-                    window["loss"] = window.get("loss", 0.0) + float(losses.detach())
-                    window_n += 1
-                if progress is not None:
-                    progress.update(1)
-                    if window_n:
-                        progress.set_postfix(
-                            loss=f"{window['loss'] / window_n:.3f}",
-                            lr=f"{self.optimizer.param_groups[0]['lr']:.2e}",
-                        )
-                if self.iteration % s.log_period == 0 or self.iteration == s.max_iter:
-                    self._log(window, window_n, grad_norm, start_time, start_iter)
-                    window, window_n = {}, 0
-                last = self.iteration == s.max_iter
-                if last or (s.checkpoint_period > 0 and self.iteration % s.checkpoint_period == 0):
-                    if consecutive_nonfinite == 0:
-                        self.save()
-                    else:  # weights that just produced a non-finite loss are not "good"
-                        logger.warning(
-                            "iteration %d: checkpoint deferred (non-finite streak)", self.iteration
-                        )
-                if last or (s.eval_period > 0 and self.iteration % s.eval_period == 0):
-                    metrics = self._evaluate()
+            data = iter(self.loader_factory(self.iteration))
+            while not self.last_step:
+                result = self.run_step(next(data))
+                for hook in self.hooks:
+                    hook.after_step(self, result)
+            self.completed = True
         finally:
-            if progress is not None:
-                progress.close()
-        if start_iter >= s.max_iter:  # nothing left to train: still report the metrics
-            metrics = self._evaluate()
-        return metrics
+            for hook in self.hooks:
+                hook.after_train(self)
+        if self.stop_reason:
+            logger.info("iteration %d: %s", self.iteration, self.stop_reason)
+        return self.metrics
+
+    def run_step(self, batch: Any) -> StepResult:
+        """One iteration: forward, the non-finite guard (agreed by all ranks), backward,
+        optimizer and scheduler step. Raises TrainingDiverged after too many bad steps."""
+        assert self.scheduler is not None, "call before_train() first"
+        loss_dict = self._forward(batch)
+        losses = sum(loss_dict.values())
+        assert isinstance(losses, Tensor)
+        finite = self._all_ranks_finite(losses)
+        grad_norm = self._backward(losses) if finite else None
+        finite = grad_norm is not None
+        terms = {k: float(v.detach()) for k, v in loss_dict.items()}
+        if not finite:
+            self._nonfinite(terms)
+        else:
+            self.counters.consecutive_nonfinite = 0
+        self.scheduler.step()
+        self.counters.iteration += 1
+        skipped = len(getattr(batch, "skipped", []))
+        self.counters.skipped_files += skipped
+        return StepResult(terms, float(losses.detach()), grad_norm, finite, skipped)
+
+    @property
+    def in_nonfinite_streak(self) -> bool:
+        return self.counters.consecutive_nonfinite > 0
+
+    def _nonfinite(self, terms: dict[str, float]) -> None:
+        c = self.counters
+        c.consecutive_nonfinite += 1
+        c.nonfinite_steps += 1
+        self.optimizer.zero_grad(set_to_none=True)
+        text = ", ".join(f"{k}={v:.4g}" for k, v in terms.items())
+        logger.warning(
+            "iteration %d: non-finite or exploding loss or gradient, step skipped "
+            "(%d in a row, %d in total): %s",
+            c.iteration + 1, c.consecutive_nonfinite, c.nonfinite_steps, text,
+        )
+        if c.consecutive_nonfinite >= self.settings.max_nonfinite_steps:
+            raise TrainingDiverged(
+                f"training stopped at iteration {c.iteration + 1}: {c.consecutive_nonfinite} "
+                f"consecutive non-finite or exploding steps (losses: {text}; limit "
+                f"train.max_loss={self.settings.max_loss:g}). The learning rate "
+                "may be too high (solver.base_lr) or the data broken. "
+                + self.last_good_message()
+            )
 
     def _forward(self, batch: Any) -> dict[str, Tensor]:
         images = [img.to(self.device, non_blocking=True) for img in batch.images]
@@ -309,66 +350,13 @@ class Trainer:
         self.scaler.update()
         return float(grad_norm)
 
-    def _evaluate(self) -> dict[str, Any]:
-        # Evaluation must not perturb the training RNG streams (exact resume).
+    def run_evaluation(self, evaluate_fn: Callable[[nn.Module, int], dict[str, Any]]
+                       ) -> dict[str, Any]:
+        """`evaluate_fn(model_without_ddp, iteration)` without perturbing the training RNG
+        streams (exact resume); the model goes back to train mode."""
         rng = capture_rng_state()
         try:
-            metrics = self.evaluate_fn(self.model_without_ddp, self.iteration)
+            return evaluate_fn(self.model_without_ddp, self.iteration)
         finally:
             restore_rng_state(rng)
             self.model.train()
-        if self.writer is not None and metrics:
-            for k, v in metrics.items():
-                if isinstance(v, int | float) and not isinstance(v, bool) and k != "num_images":
-                    self.writer.add_scalar(f"eval/{k}", v, self.iteration)
-            for name, ap in (metrics.get("per_class") or {}).items():
-                if ap is not None:
-                    self.writer.add_scalar(f"eval_per_class/{name}", ap, self.iteration)
-            self.writer.flush()
-        return metrics
-
-    def _log(
-        self,
-        window: dict[str, float],
-        n: int,
-        grad_norm: float | None,
-        start_time: float,
-        start_iter: int,
-    ) -> None:
-        if not is_main_process():
-            return
-        lr = self.optimizer.param_groups[0]["lr"]
-        done = self.iteration - start_iter
-        elapsed = time.perf_counter() - start_time
-        eta = elapsed / max(done, 1) * (self.settings.max_iter - self.iteration)
-        means = {k: v / n for k, v in window.items()} if n else {}
-        logger.info(
-            "iter %d/%d  %s  lr %.3g  %.2fs/it  eta %ds",
-            self.iteration,
-            self.settings.max_iter,
-            "  ".join(f"{k} {v:.4f}" for k, v in means.items()),
-            lr,
-            elapsed / max(done, 1),
-            int(eta),
-        )
-        if self.writer is not None:
-            for k, v in means.items():
-                self.writer.add_scalar(f"train/{k}", v, self.iteration)
-            self.writer.add_scalar("train/lr", lr, self.iteration)
-            if grad_norm is not None:
-                self.writer.add_scalar("train/grad_norm", grad_norm, self.iteration)
-            self.writer.add_scalar("train/nonfinite_steps", self.nonfinite_steps, self.iteration)
-            self.writer.add_scalar("data/skipped_files", self.skipped_files, self.iteration)
-
-    def _progress(self, start_iter: int) -> Any:
-        if not (self.settings.progress and is_main_process()):
-            return None
-        from tqdm import tqdm
-
-        return tqdm(
-            total=self.settings.max_iter,
-            initial=start_iter,
-            desc="train",
-            dynamic_ncols=True,
-            smoothing=0.1,
-        )

@@ -48,6 +48,23 @@ def voc_ap(rec: np.ndarray, prec: np.ndarray, use_07_metric: bool = False) -> fl
     return float(np.sum((mrec[i + 1] - mrec[i]) * mpre[i + 1]))
 
 
+def _devkit_iou(gt_boxes: np.ndarray, bb: np.ndarray) -> np.ndarray:
+    """IoU of one box with float[G, 4] boxes, inclusive pixels (widths x2 - x1 + 1)."""
+    ixmin = np.maximum(gt_boxes[:, 0], bb[0])
+    iymin = np.maximum(gt_boxes[:, 1], bb[1])
+    ixmax = np.minimum(gt_boxes[:, 2], bb[2])
+    iymax = np.minimum(gt_boxes[:, 3], bb[3])
+    iw = np.maximum(ixmax - ixmin + 1.0, 0.0)
+    ih = np.maximum(iymax - iymin + 1.0, 0.0)
+    inters = iw * ih
+    uni = (
+        (bb[2] - bb[0] + 1.0) * (bb[3] - bb[1] + 1.0)
+        + (gt_boxes[:, 2] - gt_boxes[:, 0] + 1.0) * (gt_boxes[:, 3] - gt_boxes[:, 1] + 1.0)
+        - inters
+    )
+    return inters / uni
+
+
 def voc_eval_class(
     gt: dict[int, tuple[np.ndarray, np.ndarray]],
     det_image_ids: np.ndarray,
@@ -83,19 +100,7 @@ def voc_eval_class(
         ovmax = -np.inf
         jmax = -1
         if gt_boxes.size > 0:
-            ixmin = np.maximum(gt_boxes[:, 0], bb[0])
-            iymin = np.maximum(gt_boxes[:, 1], bb[1])
-            ixmax = np.minimum(gt_boxes[:, 2], bb[2])
-            iymax = np.minimum(gt_boxes[:, 3], bb[3])
-            iw = np.maximum(ixmax - ixmin + 1.0, 0.0)
-            ih = np.maximum(iymax - iymin + 1.0, 0.0)
-            inters = iw * ih
-            uni = (
-                (bb[2] - bb[0] + 1.0) * (bb[3] - bb[1] + 1.0)
-                + (gt_boxes[:, 2] - gt_boxes[:, 0] + 1.0) * (gt_boxes[:, 3] - gt_boxes[:, 1] + 1.0)
-                - inters
-            )
-            overlaps = inters / uni
+            overlaps = _devkit_iou(gt_boxes, bb)
             ovmax = float(np.max(overlaps))
             jmax = int(np.argmax(overlaps))
         if ovmax > iou_thresh:

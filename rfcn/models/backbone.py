@@ -19,9 +19,10 @@ from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock, ResNet
 from torchvision.ops.misc import FrozenBatchNorm2d
 
+from rfcn.models.spec import NORMS
+
 logger = logging.getLogger(__name__)
 
-NORMS = ("frozen_bn", "bn", "gn")
 _BN_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 _DEPTHS = {"resnet18": 18, "resnet50": 50, "resnet101": 101}
 
@@ -123,50 +124,58 @@ def _out_channels(layer: nn.Sequential) -> int:
     return conv.out_channels
 
 
-def resnet_trunk(
-    arch: str,
-    weights_backbone: str | None = None,
-    norm: str | None = None,
-    trainable_layers: int | None = None,
-) -> ResNetTrunk:
-    """Build a dilated trunk.
+def resnet_trunk(arch: str, norm: str = "gn", trainable_layers: int = 5) -> ResNetTrunk:
+    """A dilated trunk with fresh weights (architecture only; see `load_backbone_weights`).
 
     Args:
         arch: "resnet18", "resnet50" or "resnet101".
-        weights_backbone: torchvision weights enum name or local path; None = random init.
-        norm: one of NORMS; default "frozen_bn" with weights, "gn" without (see builders).
-        trainable_layers: default 3 with weights (stem + res2 frozen), 5 without.
+        norm: one of NORMS (rfcn.models.spec resolves the default: "frozen_bn" with ImageNet
+            weights, "gn" without).
+        trainable_layers: how many stages train, from the top (ResNetTrunk).
     """
     if arch not in _DEPTHS:
         raise ValueError(f"arch must be one of {sorted(_DEPTHS)}, got {arch!r}")
-    pretrained = weights_backbone is not None
-    norm = norm or ("frozen_bn" if pretrained else "gn")
-    if trainable_layers is None:
-        trainable_layers = 3 if pretrained else 5
-    if norm == "frozen_bn" and not pretrained:
-        logger.warning("frozen_bn with a randomly initialised trunk: normalisation is identity")
     ctor = getattr(torchvision.models, arch)
     dilation = None if arch == "resnet18" else [False, False, True]
     resnet = ctor(weights=None, norm_layer=norm_layer_factory(norm),
                   replace_stride_with_dilation=dilation)
     if arch == "resnet18":
         _dilate_basic_layer4(resnet)
-    if pretrained:
-        state = load_backbone_state_dict(weights_backbone)
-        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-        try:
-            missing, unexpected = resnet.load_state_dict(state, strict=False)
-        except RuntimeError as exc:  # shape mismatches
-            raise ValueError(f"weights_backbone {weights_backbone!r} does not fit {arch}: "
-                             f"{str(exc)[:500]}") from exc
-        missing = [k for k in missing
-                   if not k.startswith("fc.") and not k.endswith("num_batches_tracked")]
-        if norm == "gn":  # GroupNorm keeps the affine parameters, has no running statistics
-            unexpected = [k for k in unexpected if not k.endswith(_BN_BUFFERS)]
-        if missing or unexpected:
-            raise ValueError(
-                f"weights_backbone {weights_backbone!r} does not fit {arch}: "
-                f"missing {missing[:5]}, unexpected {unexpected[:5]}"
-            )
-        logger.info("loaded backbone weights from %s", weights_backbone)
-    return ResNetTrunk(resnet, trainable_layers)
+    trunk = ResNetTrunk(resnet, trainable_layers)
+    trunk.norm = norm
+    return trunk
+
+
+# torchvision ResNet state-dict prefixes -> ResNetTrunk's
+_TRUNK_PREFIXES = {"conv1.": "stem.0.", "bn1.": "stem.1."}
+
+
+def load_backbone_weights(trunk: ResNetTrunk, arch: str, weights_backbone: str) -> None:
+    """Copy ImageNet (or any torchvision-ResNet) weights into `trunk` (its fc is dropped).
+
+    Raises:
+        ValueError: the weights do not fit `arch` (shapes, missing or unexpected tensors).
+        FileNotFoundError: a path that does not exist.
+    """
+    state = {}
+    for key, value in load_backbone_state_dict(weights_backbone).items():
+        if key.startswith("fc."):
+            continue
+        for old, new in _TRUNK_PREFIXES.items():
+            if key.startswith(old):
+                key = new + key[len(old):]
+        state[key] = value
+    try:
+        missing, unexpected = trunk.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatches
+        raise ValueError(f"weights_backbone {weights_backbone!r} does not fit {arch}: "
+                         f"{str(exc)[:500]}") from exc
+    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+    if getattr(trunk, "norm", None) == "gn":  # GroupNorm keeps the affine, has no statistics
+        unexpected = [k for k in unexpected if not k.endswith(_BN_BUFFERS)]
+    if missing or unexpected:
+        raise ValueError(
+            f"weights_backbone {weights_backbone!r} does not fit {arch}: "
+            f"missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
+    logger.info("loaded backbone weights from %s", weights_backbone)

@@ -1,6 +1,15 @@
-"""Builders rfcn_resnet18/50/101 with torchvision-style keyword arguments.
+"""Builders rfcn_resnet18/50/101 with torchvision-style keyword arguments, and
+`rfcn_from_spec`, the one place an `RFCNSpec` becomes modules.
 
-Keyword arguments (torchvision's names where the concept is the same) and their defaults:
+Architecture and initialisation are separate steps. `RFCNSpec.create` resolves the keyword
+arguments once (defaults below; the trunk's `norm` and `trainable_layers` depend on whether
+it starts from ImageNet weights); `rfcn_from_spec` builds that architecture with fresh
+weights; then the builder initialises: ImageNet weights into the trunk (`weights_backbone`),
+or every weight from an rfcn checkpoint (`weights`, through rfcn.engine.checkpoint, the one
+checkpoint loader). The model keeps its spec (`model.spec`), which the trainer stores in every
+checkpoint, so resume, fine-tune, eval, infer and export rebuild exactly this model.
+
+Keyword arguments and their defaults (rfcn.models.spec holds them):
 
     images:  min_size=600, max_size=1000, image_mean/std=ImageNet's, size_divisible=16
     RPN:     rpn_pre_nms_top_n_train=6000, rpn_pre_nms_top_n_test=6000,
@@ -9,13 +18,14 @@ Keyword arguments (torchvision's names where the concept is the same) and their 
              rpn_positive_fraction=0.5, rpn_score_thresh=0.0,
              anchor_sizes=(64, 128, 256, 512), aspect_ratios=(0.5, 1.0, 2.0),
              rpn_dim=512 (ResNet-18: 256), width of the RPN's 3×3 conv
-    head:    k=7, head_dim=1024 (ResNet-18: 256), class_agnostic_bbox=True, ps_op="pool"
+    head:    k=7, head_dim=1024 (ResNet-18: 256), class_agnostic_bbox=True, ps_op="pool",
+             bbox_reg_weights=(10, 10, 5, 5)
     train:   box_fg_iou_thresh=0.5, box_bg_iou_thresh=0.5, box_batch_size_per_image=128,
-             box_positive_fraction=0.25, bbox_reg_weights=(10, 10, 5, 5), ohem=True,
-             ohem_nms_thresh=0.7 (OHEM keeps box_batch_size_per_image RoIs per image)
+             box_positive_fraction=0.25, ohem=True, ohem_nms_thresh=0.7 (OHEM keeps
+             box_batch_size_per_image RoIs per image)
     eval:    box_score_thresh=0.05, box_nms_thresh=0.3, box_detections_per_img=100
     trunk:   norm=None -> "frozen_bn" with weights_backbone, else "gn" (see backbone.NORMS),
-             trainable_layers=None -> 3 with frozen_bn (stem + res2 frozen), else 5
+             trainable_layers=None -> 3 with weights_backbone (stem + res2 frozen), else 5
 
 Normalisation from scratch: GroupNorm by default, as it does not depend on the per-process
 batch size (DDP). Which trains faster depends on the recipe; measured on the synthetic shapes
@@ -24,33 +34,78 @@ GroupNorm reached AP50 0.059 vs 0.028 with trainable BatchNorm; with AdamW lr 1e
 steps, 160 px, BatchNorm reached 0.58 vs 0.38 with GroupNorm, so the CPU quickstart config
 (configs/model/rfcn_r18.yaml) sets norm="bn".
 
-`weights` is an rfcn checkpoint (a state dict or {"model": state_dict}); when given,
-`weights_backbone` is ignored and the trunk's normalisation is read from the checkpoint.
+`norm="frozen_bn"` without ImageNet weights makes every normalisation the identity; the
+builder warns with `FrozenBNWithoutWeightsWarning`, which a deliberate user (a benchmark)
+silences the standard way: `warnings.filterwarnings("ignore",
+category=FrozenBNWithoutWeightsWarning)`.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from pathlib import Path
+import warnings
 from typing import Any
 
-import torch
-from torch import Tensor
 from torchvision.models.detection._utils import BoxCoder
 
-from rfcn.models.backbone import resnet_trunk
+from rfcn.engine.checkpoint import CheckpointError, load_checkpoint, load_model_state
+from rfcn.models.backbone import load_backbone_weights, resnet_trunk
 from rfcn.models.postprocess import DetectionPostProcessor
 from rfcn.models.ps_head import PSRoIHead
 from rfcn.models.rfcn import RFCN
 from rfcn.models.roi_sampling import RoITargetAssigner
 from rfcn.models.rpn import build_rpn
+from rfcn.models.spec import RFCNSpec
 from rfcn.models.transform import RFCNTransform
+
+__all__ = [
+    "FrozenBNWithoutWeightsWarning",
+    "rfcn_from_spec",
+    "rfcn_resnet18",
+    "rfcn_resnet50",
+    "rfcn_resnet101",
+]
 
 logger = logging.getLogger(__name__)
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+
+class FrozenBNWithoutWeightsWarning(UserWarning):
+    """norm="frozen_bn" on a trunk that does not start from ImageNet weights."""
+
+
+def rfcn_from_spec(spec: RFCNSpec) -> RFCN:
+    """The architecture of `spec` with fresh weights (no file is read); `model.spec = spec`."""
+    trunk = resnet_trunk(spec.trunk.arch, norm=spec.trunk.norm,
+                         trainable_layers=spec.trunk.trainable_layers)
+    im = spec.images
+    transform = RFCNTransform(im.min_size, im.max_size, list(im.image_mean), list(im.image_std),
+                              size_divisible=im.size_divisible)
+    r = spec.rpn
+    rpn = build_rpn(
+        trunk.out_channels_c4, r.rpn_dim, r.anchor_sizes, r.aspect_ratios,
+        pre_nms_top_n={"training": r.rpn_pre_nms_top_n_train,
+                       "testing": r.rpn_pre_nms_top_n_test},
+        post_nms_top_n={"training": r.rpn_post_nms_top_n_train,
+                        "testing": r.rpn_post_nms_top_n_test},
+        nms_thresh=r.rpn_nms_thresh, fg_iou_thresh=r.rpn_fg_iou_thresh,
+        bg_iou_thresh=r.rpn_bg_iou_thresh, batch_size_per_image=r.rpn_batch_size_per_image,
+        positive_fraction=r.rpn_positive_fraction, score_thresh=r.rpn_score_thresh,
+    )
+    h = spec.head
+    head = PSRoIHead(trunk.out_channels_c5, h.head_dim, spec.num_classes, h.k,
+                     h.class_agnostic_bbox, h.ps_op)
+    box_coder = BoxCoder(tuple(float(w) for w in h.bbox_reg_weights))
+    s = spec.roi_sampling
+    assigner = RoITargetAssigner(box_coder, s.box_fg_iou_thresh, s.box_bg_iou_thresh,
+                                 s.box_batch_size_per_image, s.box_positive_fraction)
+    p = spec.post
+    postprocessor = DetectionPostProcessor(box_coder, p.box_score_thresh, p.box_nms_thresh,
+                                           p.box_detections_per_img)
+    model = RFCN(transform, trunk, rpn, head, assigner, postprocessor, ohem=s.ohem,
+                 ohem_batch_size_per_image=s.box_batch_size_per_image,
+                 ohem_nms_thresh=s.ohem_nms_thresh)
+    model.spec = spec
+    return model
 
 
 def _build(
@@ -58,92 +113,47 @@ def _build(
     num_classes: int,
     weights: str | None,
     weights_backbone: str | None,
-    *,
-    min_size: int = 600,
-    max_size: int = 1000,
-    image_mean: Sequence[float] = IMAGENET_MEAN,
-    image_std: Sequence[float] = IMAGENET_STD,
-    size_divisible: int = 16,
-    rpn_pre_nms_top_n_train: int = 6000,
-    rpn_pre_nms_top_n_test: int = 6000,
-    rpn_post_nms_top_n_train: int = 300,
-    rpn_post_nms_top_n_test: int = 300,
-    rpn_nms_thresh: float = 0.7,
-    rpn_fg_iou_thresh: float = 0.7,
-    rpn_bg_iou_thresh: float = 0.3,
-    rpn_batch_size_per_image: int = 256,
-    rpn_positive_fraction: float = 0.5,
-    rpn_score_thresh: float = 0.0,
-    anchor_sizes: Sequence[int] = (64, 128, 256, 512),
-    aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0),
-    rpn_dim: int = 512,
-    k: int = 7,
-    head_dim: int = 1024,
-    class_agnostic_bbox: bool = True,
-    ps_op: str = "pool",
-    box_fg_iou_thresh: float = 0.5,
-    box_bg_iou_thresh: float = 0.5,
-    box_batch_size_per_image: int = 128,
-    box_positive_fraction: float = 0.25,
-    bbox_reg_weights: Sequence[float] = (10.0, 10.0, 5.0, 5.0),
-    ohem: bool = True,
-    ohem_nms_thresh: float = 0.7,
-    box_score_thresh: float = 0.05,
-    box_nms_thresh: float = 0.3,
-    box_detections_per_img: int = 100,
-    norm: str | None = None,
-    trainable_layers: int | None = None,
+    **kwargs: Any,
 ) -> RFCN:
-    state = None
     if weights is not None:
-        state = _load_checkpoint(weights)
-        weights_backbone = None
-        if norm is None:
-            norm = _norm_of(state)
-    trunk = resnet_trunk(arch, weights_backbone, norm, trainable_layers)
-    transform = RFCNTransform(min_size, max_size, list(image_mean), list(image_std),
-                              size_divisible=size_divisible)
-    rpn = build_rpn(
-        trunk.out_channels_c4, rpn_dim, anchor_sizes, aspect_ratios,
-        pre_nms_top_n={"training": rpn_pre_nms_top_n_train, "testing": rpn_pre_nms_top_n_test},
-        post_nms_top_n={"training": rpn_post_nms_top_n_train, "testing": rpn_post_nms_top_n_test},
-        nms_thresh=rpn_nms_thresh, fg_iou_thresh=rpn_fg_iou_thresh,
-        bg_iou_thresh=rpn_bg_iou_thresh, batch_size_per_image=rpn_batch_size_per_image,
-        positive_fraction=rpn_positive_fraction, score_thresh=rpn_score_thresh,
-    )
-    head = PSRoIHead(trunk.out_channels_c5, head_dim, num_classes, k, class_agnostic_bbox, ps_op)
-    box_coder = BoxCoder(tuple(float(w) for w in bbox_reg_weights))
-    assigner = RoITargetAssigner(box_coder, box_fg_iou_thresh, box_bg_iou_thresh,
-                                 box_batch_size_per_image, box_positive_fraction)
-    postprocessor = DetectionPostProcessor(box_coder, box_score_thresh, box_nms_thresh,
-                                           box_detections_per_img)
-    model = RFCN(transform, trunk, rpn, head, assigner, postprocessor, ohem=ohem,
-                 ohem_batch_size_per_image=box_batch_size_per_image,
-                 ohem_nms_thresh=ohem_nms_thresh)
-    if state is not None:
-        model.load_state_dict(state)
-        logger.info("loaded rfcn weights from %s", weights)
+        return _from_checkpoint(arch, num_classes, weights, kwargs)
+    spec = RFCNSpec.create(arch, num_classes, pretrained=weights_backbone is not None, **kwargs)
+    model = rfcn_from_spec(spec)
+    if weights_backbone is not None:
+        load_backbone_weights(model.trunk, arch, weights_backbone)
+    elif spec.trunk.norm == "frozen_bn":
+        warnings.warn(
+            "norm='frozen_bn' with a randomly initialised trunk: every normalisation is the "
+            "identity (pass weights_backbone=..., or silence FrozenBNWithoutWeightsWarning)",
+            FrozenBNWithoutWeightsWarning,
+            stacklevel=3,
+        )
     return model
 
 
-def _load_checkpoint(path: str) -> dict[str, Tensor]:
-    file = Path(path).expanduser()
-    if not file.is_file():
-        raise FileNotFoundError(f"rfcn weights file not found: {file}")
-    state = torch.load(file, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and isinstance(state.get("model"), dict):
-        state = state["model"]
-    if not isinstance(state, dict):
-        raise ValueError(f"{file} holds no state dict (or {{'model': state_dict}})")
-    return state
-
-
-def _norm_of(state: dict[str, Tensor]) -> str:
-    if "trunk.stem.1.num_batches_tracked" in state:
-        return "bn"
-    if "trunk.stem.1.running_var" in state:
-        return "frozen_bn"
-    return "gn"
+def _from_checkpoint(arch: str, num_classes: int, weights: str, kwargs: dict[str, Any]) -> RFCN:
+    """The model an rfcn checkpoint stores (its spec), with its weights. `kwargs` may change
+    settings (thresholds, sizes); architecture changes show up as tensors that do not fit."""
+    ckpt = load_checkpoint(weights)
+    if not isinstance(ckpt.get("model_spec"), dict):
+        # A bare state dict: the caller's arguments describe its architecture (a mismatch is
+        # reported tensor by tensor by the loader).
+        spec = RFCNSpec.create(arch, num_classes, **kwargs)
+        model = rfcn_from_spec(spec)
+        load_model_state(model, ckpt, architecture=spec.builder, source=str(weights))
+        return model
+    spec = RFCNSpec.from_dict(ckpt["model_spec"])
+    if spec.trunk.arch != arch:
+        raise CheckpointError(f"{weights} is a rfcn_{spec.trunk.arch}, not a rfcn_{arch}")
+    if spec.num_classes != num_classes:
+        raise CheckpointError(
+            f"{weights} has {spec.num_classes} classes (background included), not "
+            f"{num_classes}; fine-tune with tools/train.py model.weights=... for another count")
+    spec = spec.replace(**{k: v for k, v in kwargs.items() if v is not None})
+    model = rfcn_from_spec(spec)
+    load_model_state(model, ckpt, architecture=spec.builder, source=str(weights))
+    logger.info("loaded rfcn weights from %s", weights)
+    return model
 
 
 def rfcn_resnet18(
@@ -152,8 +162,6 @@ def rfcn_resnet18(
 ) -> RFCN:
     """R-FCN with a dilated ResNet-18 trunk; lighter defaults for CPU training from scratch:
     head_dim=256, rpn_dim=256 (see the module docstring for every kwarg)."""
-    kwargs.setdefault("head_dim", 256)
-    kwargs.setdefault("rpn_dim", 256)
     return _build("resnet18", num_classes, weights, weights_backbone, **kwargs)
 
 

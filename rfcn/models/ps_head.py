@@ -16,8 +16,8 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from rfcn import ops as rfcn_ops
+from rfcn.models.spec import PS_OPS
 
-PS_OPS = ("pool", "align")
 # Fixed sampling grid for ps_op="align": the adaptive default (-1) grows with the RoI size,
 # which makes the per-RoI cost depend on the image scale.
 ALIGN_SAMPLING_RATIO = 2

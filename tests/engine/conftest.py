@@ -81,7 +81,7 @@ def synthetic_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory: pytest.TempPathFactory, synthetic_cache: Path) -> Path:
     """One 3-iteration training run (checkpoint at 2 and 3), shared read-only by tests."""
-    from rfcn.engine.launch import train
+    from rfcn.entrypoints.train import train
 
     out = tmp_path_factory.mktemp("trained")
     train(compose_cfg("train", tiny_overrides(out, synthetic_cache)))

@@ -124,3 +124,23 @@ def test_validate_dataset_config_rejects_unknown_keys() -> None:
         rc.validate_dataset_config({"name": "synthetic", "bogus": 1})
     with pytest.raises(ValueError, match="unknown dataset"):
         rc.validate_dataset_config({"name": "kitti"})
+
+
+@pytest.mark.parametrize(
+    "override,key",
+    [("solver.optimizer=adam", "optimizer"), ("solver.schedule=linear", "schedule"),
+     ("train.amp=fp8", "amp"), ("model.norm=layernorm", "norm"), ("model.ps_op=max", "ps_op")],
+)
+def test_unknown_choice_fails_at_composition(override: str, key: str) -> None:
+    with pytest.raises(ConfigCompositionException) as info:
+        _compose("train", [override])
+    text = str(info.value) + str(info.value.__cause__)
+    assert key in text and "expected one of" in text, text
+
+
+def test_pretrained_trunk_leaves_the_norm_to_the_builder() -> None:
+    scratch = _compose("train", [])
+    assert scratch.model.norm == "bn"  # the CPU quickstart trains BatchNorm from scratch
+    pretrained = _compose("train", ["model.weights_backbone=r18.pth"])
+    assert pretrained.model.norm is None  # -> frozen BatchNorm, stem + res2 frozen
+    assert _compose("train", ["model.weights_backbone=r18.pth", "model.norm=gn"]).model.norm == "gn"

@@ -12,7 +12,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from rfcn.engine.checkpoint import save_checkpoint
-from rfcn.engine.launch import _load_resume_checkpoint
+from rfcn.entrypoints.train import _load_resume_checkpoint
 
 
 def _worker(rank: int, paths: list[str], store_file: str, result_dir: str) -> None:

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from rfcn.engine.checkpoint import CheckpointError, load_checkpoint
-from rfcn.engine.launch import train
-from rfcn.engine.predict import evaluate
 from rfcn.engine.trainer import TrainingDiverged
+from rfcn.entrypoints.evaluate import evaluate
+from rfcn.entrypoints.train import train
 
 
 def test_train_writes_checkpoint_metrics_and_events(trained_run: Path) -> None:

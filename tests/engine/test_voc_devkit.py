@@ -25,7 +25,10 @@ CLASSES = ["cat", "dog", "bus"]
 # ---- a VOC folder ---------------------------------------------------------------------------
 
 
-def _write_voc(root: Path, images: dict[str, tuple[int, int, list[tuple[str, tuple, int]]]]) -> None:
+VocImages = dict[str, tuple[int, int, list[tuple[str, tuple, int]]]]
+
+
+def _write_voc(root: Path, images: VocImages) -> None:
     """images: name -> (width, height, [(class, (xmin, ymin, xmax, ymax) 1-based, difficult)])."""
     for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
         (root / sub).mkdir(parents=True, exist_ok=True)

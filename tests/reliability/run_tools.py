@@ -136,7 +136,7 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str, poll: flo
 
 
 def compose_train(output_dir: Path, cache: Path, *extra: str):
-    """A composed train config for in-process `rfcn.engine.launch.train` (no Hydra run)."""
+    """A composed train config for in-process `rfcn.entrypoints.train.train` (no Hydra run)."""
     return compose("train", [f"output_dir={output_dir}", *synthetic_overrides(cache),
                              *TINY_MODEL, *TINY_TRAIN, *extra])
 

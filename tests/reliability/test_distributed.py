@@ -147,7 +147,7 @@ def test_two_processes_batch_b_equal_one_process_batch_2b(
 
 
 def test_only_rank0_writes_and_eval_gathers_all_ranks(tmp_path: Path, ddp_run) -> None:
-    from rfcn.engine.predict import evaluate
+    from rfcn.entrypoints.evaluate import evaluate
 
     run_dir, out = ddp_run
     assert "world size 2" in out, out[-4000:]

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from rfcn import build
 from rfcn import config as rc
 from rfcn.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
@@ -106,7 +107,7 @@ def test_tools_refuse_pickle_payload(tmp_path: Path, synth_cache: Path) -> None:
 def _real_checkpoint(path: Path, cache: Path, num_classes: int, *overrides: str) -> Path:
     """An rfcn checkpoint as the trainer writes it (fresh weights, no training)."""
     cfg = compose_train(path.parent, cache, *overrides)
-    model = rc.build_model(cfg.model, num_classes, load_backbone=False)
+    model = build.build_model(cfg.model, num_classes, load_backbone=False)
     names = ["__background__", "circle", "rectangle", "triangle", "cross"][:num_classes]
     save_checkpoint(
         {
@@ -135,7 +136,7 @@ def three_class_checkpoint(tmp_path_factory: pytest.TempPathFactory, synth_cache
 def test_fine_tune_from_another_architecture_says_what_differs(
     tmp_path: Path, synth_cache: Path, r18_checkpoint: Path
 ) -> None:
-    from rfcn.engine.launch import train
+    from rfcn.entrypoints.train import train
 
     cfg = compose_train(tmp_path, synth_cache, "model=rfcn_r50", f"model.weights={r18_checkpoint}")
     with pytest.raises(CheckpointError) as info:
@@ -148,7 +149,7 @@ def test_fine_tune_from_another_architecture_says_what_differs(
 def test_resume_with_another_architecture_says_what_differs(
     tmp_path: Path, synth_cache: Path, r18_checkpoint: Path
 ) -> None:
-    from rfcn.engine.launch import train
+    from rfcn.entrypoints.train import train
 
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints" / "last.pt").write_bytes(r18_checkpoint.read_bytes())
@@ -162,7 +163,7 @@ def test_resume_with_another_architecture_says_what_differs(
 def test_resume_with_another_class_count_says_what_differs(
     tmp_path: Path, synth_cache: Path, three_class_checkpoint: Path
 ) -> None:
-    from rfcn.engine.launch import train
+    from rfcn.entrypoints.train import train
 
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints" / "last.pt").write_bytes(three_class_checkpoint.read_bytes())
@@ -177,7 +178,7 @@ def test_resume_with_another_class_count_says_what_differs(
 def test_eval_on_dataset_with_other_classes_says_what_differs(
     tmp_path: Path, synth_cache: Path, three_class_checkpoint: Path
 ) -> None:
-    from rfcn.engine.predict import evaluate
+    from rfcn.entrypoints.evaluate import evaluate
 
     cfg = compose(
         "eval",

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from rfcn import build
 from rfcn import config as rc
 from rfcn.engine.checkpoint import load_checkpoint, save_checkpoint
 
@@ -67,7 +68,7 @@ def _train_cfg(out: Path, data: list[str], *extra: str):
 def test_images_far_larger_than_max_size_train_and_evaluate(tmp_path: Path) -> None:
     """12 MP, 4000x24 and 20x3000 images with max_size 64: resized, trained; the 12 MP one is
     evaluated too (the strips have their own test below)."""
-    from rfcn.engine.launch import train
+    from rfcn.entrypoints.train import train
 
     train_split = write_coco(tmp_path / "train", NORMAL + HUGE)
     val_split = write_coco(tmp_path / "val", NORMAL + HUGE[:1])
@@ -84,7 +85,8 @@ def test_extreme_aspect_images_evaluate_and_infer(tmp_path: Path, tiny_checkpoin
     """Evaluation and inference take images unresized: a 4000x24 strip with max_size 64 must
     be detected on (a side scaled below 1 px is clamped to 1) or refused with a message naming
     the image, never `RuntimeError: Input and output sizes should be greater than 0`."""
-    from rfcn.engine.predict import evaluate, infer
+    from rfcn.entrypoints.evaluate import evaluate
+    from rfcn.entrypoints.infer import infer
 
     split = write_coco(tmp_path / "data", HUGE[1:])
     cfg = compose("eval", [f"checkpoint={tiny_checkpoint}", *coco_overrides(split, split)[:1],
@@ -101,7 +103,7 @@ def test_extreme_aspect_images_evaluate_and_infer(tmp_path: Path, tiny_checkpoin
 def test_zero_size_images_are_skipped_with_a_warning(tmp_path: Path, caplog) -> None:
     """A 0-byte file and an image recorded as 0 x 0 among good ones: training goes on, and a
     warning names each."""
-    from rfcn.engine.launch import train
+    from rfcn.entrypoints.train import train
 
     split = write_coco(
         tmp_path / "data",
@@ -128,7 +130,7 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("ckpt")
     split = write_coco(out / "data", NORMAL)
     cfg = compose("train", [f"output_dir={out}", *coco_overrides(split, split), *TINY_MODEL])
-    model = rc.build_model(cfg.model, 5, load_backbone=False)
+    model = build.build_model(cfg.model, 5, load_backbone=False)
     path = out / "model.pt"
     save_checkpoint(
         {"model": model.state_dict(),
@@ -176,7 +178,7 @@ def test_evaluating_only_bad_images_fails_clearly(tmp_path: Path, tiny_checkpoin
     """tools/eval.py on a dataset whose every image is unreadable: the per-file warnings are
     there, but the run must end with an error saying no image could be read, not report
     AP = 0.00 over 0 images as a result."""
-    from rfcn.engine.predict import evaluate
+    from rfcn.entrypoints.evaluate import evaluate
 
     split = write_coco(tmp_path / "data", BAD)
     cfg = compose("eval", [f"checkpoint={tiny_checkpoint}", *coco_overrides(split, split),

@@ -33,7 +33,15 @@ from rfcn.data.synthetic import ensure_synthetic_dataset
 from rfcn.data.transforms import build_train_transforms as _train_transforms
 from rfcn.engine.checkpoint import CheckpointError, load_model_state
 from rfcn.engine.coco_eval import CocoEvaluator
-from rfcn.engine.hooks import CheckpointHook, EvalHook, LogHook, ProgressHook, ScalarRecorder
+from rfcn.engine.hooks import (
+    BestCheckpointHook,
+    CheckpointHook,
+    CurvesHook,
+    EvalHook,
+    LogHook,
+    ProgressHook,
+    ScalarRecorder,
+)
 from rfcn.engine.solver import LRMultiplier, build_optimizer
 from rfcn.engine.trainer import Trainer, TrainerSettings
 from rfcn.engine.voc_eval import VOCEvaluator
@@ -234,11 +242,27 @@ def finetune_model(model_cfg: Any, num_classes: int, ckpt: dict[str, Any], sourc
 # ---- solver, trainer -----------------------------------------------------------------------
 
 
+def scaled_lr(solver_cfg: Any, world_size: int) -> float:
+    """`base_lr`, scaled linearly to the total batch (ims_per_batch x processes) when
+    `reference_batch` says which batch it was tuned for (detectron2's rule, Goyal et al.)."""
+    base_lr = float(solver_cfg.base_lr)
+    if not solver_cfg.reference_batch:
+        return base_lr
+    if solver_cfg.reference_batch < 1:
+        raise ValueError(f"solver.reference_batch must be >= 1, got {solver_cfg.reference_batch}")
+    total = int(solver_cfg.ims_per_batch) * world_size
+    lr = base_lr * total / int(solver_cfg.reference_batch)
+    logger.info("solver.reference_batch=%d: lr %.4g for a total batch of %d (%d images x %d "
+                "processes; base_lr %.4g)", solver_cfg.reference_batch, lr, total,
+                solver_cfg.ims_per_batch, world_size, base_lr)
+    return lr
+
+
 def build_solver(
-    solver_cfg: Any, model: nn.Module, max_iter: int
+    solver_cfg: Any, model: nn.Module, max_iter: int, world_size: int = 1
 ) -> tuple[torch.optim.Optimizer, LRMultiplier]:
     """The optimizer over the trainable parameters and the learning-rate schedule."""
-    optimizer = build_optimizer(model, solver_cfg.base_lr, solver_cfg.momentum,
+    optimizer = build_optimizer(model, scaled_lr(solver_cfg, world_size), solver_cfg.momentum,
                                 solver_cfg.weight_decay, name=rc.plain(solver_cfg.optimizer))
     schedule = LRMultiplier(
         max_iter=max_iter, schedule=rc.plain(solver_cfg.schedule),
@@ -254,18 +278,38 @@ def trainer_settings(train_cfg: Any, amp_dtype: torch.dtype | None) -> TrainerSe
     return TrainerSettings(**values, amp_dtype=amp_dtype)
 
 
+COCO_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+VOC_METRICS = ("mAP", "mAP07", "AP50")
+
+
 def build_hooks(
     train_cfg: Any,
     evaluate_fn: Callable[[nn.Module, int], dict[str, Any]],
     recorder: ScalarRecorder,
+    output_dir: Path,
+    dataset_name: str,
 ) -> list[Any]:
-    """Progress, logging, evaluation, checkpointing (in that order; see rfcn.engine.hooks)."""
-    return [
-        ProgressHook(train_cfg.progress),
-        LogHook(train_cfg.log_period, recorder),
-        EvalHook(train_cfg.eval_period, evaluate_fn, recorder),
-        CheckpointHook(train_cfg.checkpoint_period),
-    ]
+    """Progress, logging, evaluation (best checkpoint and early stopping when evaluating
+    periodically, curves.png), checkpointing: in that order (see rfcn.engine.hooks)."""
+    choices = VOC_METRICS if dataset_name == "voc" else COCO_METRICS
+    if train_cfg.best_metric not in choices:
+        raise ValueError(f"train.best_metric must be one of {choices} for dataset "
+                         f"{dataset_name}, got {train_cfg.best_metric!r}")
+    if train_cfg.early_stop_patience < 0:
+        raise ValueError("train.early_stop_patience must be >= 0 (0: no early stopping), got "
+                         f"{train_cfg.early_stop_patience}")
+    eval_hook = EvalHook(train_cfg.eval_period, evaluate_fn, recorder)
+    hooks: list[Any] = [ProgressHook(train_cfg.progress), LogHook(train_cfg.log_period, recorder),
+                        eval_hook]
+    if train_cfg.eval_period > 0:
+        hooks.append(BestCheckpointHook(train_cfg.best_metric, train_cfg.early_stop_patience,
+                                        eval_hook, output_dir / "checkpoints" / "best.pt"))
+    elif train_cfg.early_stop_patience > 0:
+        logger.warning("train.early_stop_patience needs train.eval_period > 0; ignored")
+    if train_cfg.curves:
+        hooks.append(CurvesHook(recorder, output_dir / "curves.png", eval_hook))
+    hooks.append(CheckpointHook(train_cfg.checkpoint_period))
+    return hooks
 
 
 def train_loader_factory(cfg: Any, dataset: Any, transforms: Any, rank: int,

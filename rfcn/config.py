@@ -74,6 +74,9 @@ class TrainConfig:
     log_period: int = 20
     num_vis_images: int = 4  # val images drawn with predictions into TensorBoard
     progress: bool = True  # tqdm progress bar
+    best_metric: str = "AP"  # with eval_period > 0: checkpoints/best.pt by this metric
+    early_stop_patience: int = 0  # evaluations without improvement before stopping (0: off)
+    curves: bool = True  # curves.png (losses, lr, metrics) in the run folder
 
 
 @dataclass
@@ -88,6 +91,9 @@ class SolverConfig:
     schedule: Schedule = Schedule.step
     steps: list[int] = field(default_factory=list)
     gamma: float = 0.1
+    # The total batch base_lr was tuned for: lr scales linearly with ims_per_batch x processes
+    # (None: base_lr as given)
+    reference_batch: int | None = None
 
 
 @dataclass

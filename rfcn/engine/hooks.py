@@ -219,3 +219,89 @@ class CheckpointHook(TrainHook):
                            trainer.iteration)
             return
         trainer.save()
+
+
+class BestCheckpointHook(TrainHook):
+    """After each evaluation: `checkpoints/best.pt` when `metric` improved (higher is better),
+    and early stopping after `patience` evaluations without improvement (0: never).
+
+    The decision is the main process's (it holds the metrics), sent to every rank so that all
+    of them save (each contributes its RNG streams) and stop together.
+    """
+
+    def __init__(self, metric: str, patience: int, eval_hook: EvalHook, path: Any) -> None:
+        self.metric = metric
+        self.patience = patience
+        self.eval_hook = eval_hook
+        self.path = path
+        self.best: float | None = None
+        self.best_iteration: int | None = None
+        self.bad_evals = 0
+
+    def after_step(self, trainer: Trainer, result: StepResult) -> None:
+        if self.eval_hook.last_iteration != trainer.iteration:
+            return  # no fresh evaluation this step
+        from rfcn.engine.distributed import broadcast_object
+
+        improved = broadcast_object(self._update(trainer.metrics, trainer.iteration))
+        if improved:
+            trainer.save(self.path)
+        elif self.patience > 0 and self.bad_evals >= self.patience and not trainer.last_step:
+            trainer.stop_reason = (
+                f"early stopping: {self.metric} did not improve for {self.bad_evals} "
+                f"evaluations (best {self.best:.4f} at iteration {self.best_iteration})")
+
+    def _update(self, metrics: dict[str, Any], iteration: int) -> bool:
+        if not is_main_process():
+            return False
+        value = metrics.get(self.metric)
+        if not isinstance(value, int | float):
+            raise ValueError(
+                f"train.best_metric={self.metric!r} is not among the evaluation's metrics "
+                f"{sorted(k for k, v in metrics.items() if isinstance(v, int | float))}")
+        if self.best is None or value > self.best:
+            logger.info("iteration %d: best %s so far, %.4f (was %s)", iteration, self.metric,
+                        value, "none" if self.best is None else f"{self.best:.4f}")
+            self.best, self.best_iteration, self.bad_evals = float(value), iteration, 0
+            return True
+        self.bad_evals += 1
+        return False
+
+    def summary(self) -> dict[str, Any] | None:
+        if self.best is None:
+            return None
+        return {"metric": self.metric, "value": self.best, "iteration": self.best_iteration,
+                "checkpoint": str(self.path)}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "best_iteration": self.best_iteration,
+                "bad_evals": self.bad_evals}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best = state.get("best")
+        self.best_iteration = state.get("best_iteration")
+        self.bad_evals = int(state.get("bad_evals", 0))
+
+
+class CurvesHook(TrainHook):
+    """`curves.png` (losses, learning rate, evaluation metrics over iterations) from the
+    scalars TensorBoard receives, after each evaluation and at the end (main process)."""
+
+    def __init__(self, recorder: ScalarRecorder, path: Any, eval_hook: EvalHook) -> None:
+        self.recorder = recorder
+        self.path = path
+        self.eval_hook = eval_hook
+
+    def after_step(self, trainer: Trainer, result: StepResult) -> None:
+        if self.eval_hook.last_iteration == trainer.iteration:
+            self._plot()
+
+    def after_train(self, trainer: Trainer) -> None:
+        self._plot()
+
+    def _plot(self) -> None:
+        if not is_main_process() or not self.recorder.history:
+            return
+        from rfcn.engine.plots import plot_training_curves
+
+        plot_training_curves(self.recorder.history, self.path)

@@ -22,7 +22,7 @@ from rfcn.engine.distributed import (
     wrap_ddp,
 )
 from rfcn.engine.evaluation import evaluate_model, tensorboard_eval_extras
-from rfcn.engine.hooks import ScalarRecorder
+from rfcn.engine.hooks import BestCheckpointHook, ScalarRecorder
 from rfcn.engine.json_files import write_json
 from rfcn.engine.process import amp_dtype, seed_everything, setup_process
 from rfcn.engine.trainer import Trainer
@@ -46,7 +46,8 @@ def train(cfg: Any) -> dict[str, Any]:
     resume_path = output_dir / "checkpoints" / "last.pt"
     resume = _load_resume_checkpoint(resume_path) if cfg.train.resume else None
     model = _build_or_restore_model(cfg, data, resume, resume_path).to(device)
-    optimizer, lr_multiplier = build.build_solver(cfg.solver, model, cfg.train.max_iter)
+    optimizer, lr_multiplier = build.build_solver(cfg.solver, model, cfg.train.max_iter,
+                                                  get_world_size())
     writer = _open_tensorboard(output_dir, cfg)
     try:
         trainer = _build_trainer(cfg, model, optimizer, lr_multiplier, data, device,
@@ -126,7 +127,8 @@ def _build_trainer(
     transforms = build.build_train_transforms(cfg.aug, model)
     loader_factory = build.train_loader_factory(cfg, data.train, transforms, get_rank(),
                                                 get_world_size())
-    hooks = build.build_hooks(cfg.train, evaluate_fn, ScalarRecorder(writer))
+    hooks = build.build_hooks(cfg.train, evaluate_fn, ScalarRecorder(writer), output_dir,
+                              data.name)
     train_model = wrap_ddp(model, device, cfg.solver.ims_per_batch)
     return build.build_trainer(cfg=cfg, model=model, train_model=train_model,
                                optimizer=optimizer, lr_multiplier=lr_multiplier,
@@ -141,6 +143,10 @@ def _run(trainer: Trainer, cfg: Any, output_dir: Path) -> dict[str, Any]:
                    "checkpoint": str(trainer.checkpoint_path)}
         if trainer.stop_reason:
             metrics["stopped_early"] = trainer.stop_reason
+        best = next((h.summary() for h in trainer.hooks if isinstance(h, BestCheckpointHook)),
+                    None)
+        if best is not None:
+            metrics["best"] = best
         write_json(output_dir / "metrics.json", metrics)
         logger.info("wrote %s", output_dir / "metrics.json")
     barrier()

@@ -143,12 +143,13 @@ def build_evaluator(dataset_name: str, dataset: Any) -> Any:
     return CocoEvaluator.from_dataset(dataset)
 
 
-def build_train_transforms(aug_cfg: Any, model: RFCN) -> Any:
+def build_train_transforms(aug_cfg: Any, model: RFCN | RFCNSpec) -> Any:
     """The data-side augmentation; sizes default to the model's own resize sizes."""
+    spec = model if isinstance(model, RFCNSpec) else model.spec
     min_sizes = [int(s) for s in aug_cfg.min_sizes] if aug_cfg.min_sizes else None
     if min_sizes is None:
-        min_sizes = [int(s) for s in model.transform.min_size]
-    max_size = int(aug_cfg.max_size or model.transform.max_size)
+        min_sizes = [int(spec.images.min_size)]
+    max_size = int(aug_cfg.max_size or spec.images.max_size)
     return _train_transforms(min_sizes, max_size, aug_cfg.flip_prob, aug_cfg.color_jitter)
 
 

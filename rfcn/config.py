@@ -212,6 +212,9 @@ class EvalAppConfig:
     device: str = "auto"
     num_workers: int = 2
     output_dir: str | None = None
+    analysis: bool = True  # confusion matrix, PR curves, COCO error breakdown (PNG + JSON)
+    confusion_iou_thresh: float = 0.5
+    confusion_score_thresh: float = 0.3  # detections below it are not in the matrix
 
 
 @dataclass
@@ -221,6 +224,40 @@ class InferAppConfig:
     output: str = MISSING  # folder for drawn images and detections.json
     device: str = "auto"
     score_thresh: float = 0.5
+
+
+class Split(str, Enum):
+    train = "train"
+    val = "val"
+
+
+@dataclass
+class BrowseAppConfig:
+    """tools/browse.py: draw a split's ground truth and report its statistics."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)  # sizes of the training transforms
+    dataset: DatasetConfig = MISSING
+    aug: AugConfig = field(default_factory=AugConfig)
+    split: Split = Split.train
+    output: str = MISSING  # folder for the drawn images, statistics and histograms
+    n: int = 16  # images drawn (seeded sample); 0: none, statistics only
+    transforms: bool = False  # draw after the training transforms (resize, flip, jitter)
+    seed: int = 0
+
+
+@dataclass
+class BenchmarkAppConfig:
+    """tools/benchmark.py: parameters, FLOPs and inference speed of a model."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    checkpoint: str | None = None  # a trained checkpoint instead of the model config
+    num_classes: int = 81  # with random weights; background included
+    image_size: list[int] = field(default_factory=lambda: [600, 900])  # (h, w) of the input
+    device: str = "auto"
+    num_threads: int | None = None
+    runs: int = 10
+    warmup: int = 2
+    json: bool = False  # also print the numbers as one JSON line
 
 
 def _from_scratch(weights_backbone: Any, value: Any) -> Any:
@@ -238,6 +275,8 @@ def register_configs() -> None:
     cs.store(name="train_schema", node=TrainAppConfig)
     cs.store(name="eval_schema", node=EvalAppConfig)
     cs.store(name="infer_schema", node=InferAppConfig)
+    cs.store(name="browse_schema", node=BrowseAppConfig)
+    cs.store(name="benchmark_schema", node=BenchmarkAppConfig)
     cs.store(group="model", name="model_schema", node=ModelConfig)
     cs.store(group="solver", name="solver_schema", node=SolverConfig)
     cs.store(group="dataset", name="synthetic_schema", node=SyntheticDatasetConfig)

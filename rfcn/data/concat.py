@@ -39,6 +39,15 @@ class ConcatDetection:
         self.aspect_ratios: list[float] = [a for ds in self.datasets for a in ds.aspect_ratios]
         self._ends = list(np.cumsum([len(ds) for ds in self.datasets]))
 
+    @property
+    def bad_records(self) -> dict[str, int]:
+        """Bad annotation records of every part, by reason."""
+        total: dict[str, int] = {}
+        for ds in self.datasets:
+            for reason, n in getattr(ds, "bad_records", {}).items():
+                total[reason] = total.get(reason, 0) + n
+        return total
+
     def _locate(self, index: int) -> tuple[DetectionDataset, int]:
         n = len(self)
         if index < 0:

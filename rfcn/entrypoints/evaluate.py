@@ -10,6 +10,7 @@ from rfcn import build
 from rfcn import config as rc
 from rfcn.engine.checkpoint import check_classes, load_checkpoint
 from rfcn.engine.distributed import is_main_process
+from rfcn.engine.error_report import write_error_analysis
 from rfcn.engine.evaluation import evaluate_model
 from rfcn.engine.json_files import write_json
 from rfcn.engine.predict import coco_results
@@ -41,4 +42,7 @@ def evaluate(cfg: Any) -> dict[str, Any]:
         write_json(output_dir / "metrics.json", metrics)
         write_json(output_dir / "detections.json", coco_results(evaluator, dataset))
         logger.info("wrote %s and detections.json", output_dir / "metrics.json")
+        if cfg.analysis:
+            write_error_analysis(evaluator, dataset, output_dir, cfg.confusion_iou_thresh,
+                                 cfg.confusion_score_thresh)
     return metrics

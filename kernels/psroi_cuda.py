@@ -1,15 +1,10 @@
 """Numba-CUDA kernels for position-sensitive RoI pooling and RoI align (no torch here).
 
 Shape shorthand: N images, C input channels (= C_out * PH * PW), H x W feature map,
-K RoIs, PH x PW output bins. One thread per output element ``(n, c_out, ph, pw)``, whose
-input plane is ``p = (c_out * PH + ph) * PW + pw``; the gradient kernels scatter with
-``cuda.atomic.add`` (float32/float64: Numba has no half-precision atomic add, so fp16/bf16
-are computed in float32 by the caller). Arithmetic follows the CPU kernels (psroi_cpu.py)
-and torchvision, in the dtype T of the arrays (float32 or float64).
-
-The launchers take device arrays (``cuda.as_cuda_array`` of torch tensors, or
-``cuda.to_device`` in the simulator) and a stream, so the same bodies run under
-``NUMBA_ENABLE_CUDASIM=1``.
+K RoIs, PH x PW output bins. One thread per output element (cuda_grid.py); the gradient
+kernels scatter with ``cuda.atomic.add`` (float32/float64: Numba has no half-precision
+atomic add, so fp16/bf16 are computed in float32 by the caller). Arithmetic follows the CPU
+kernels (psroi_cpu.py) and torchvision, in the dtype T of the arrays (float32 or float64).
 """
 
 from __future__ import annotations
@@ -17,8 +12,8 @@ from __future__ import annotations
 import math
 
 from numba import cuda
+from rfcn.kernels.cuda_grid import decode, launch
 
-_THREADS = 256
 _COORD_LIMIT = 2.0**40
 _MAX_GRID = 1_000_000
 
@@ -47,15 +42,6 @@ def _pool_bin(roi_start, roi_end, i, n_bins, limit, t):
     return lo, hi
 
 
-@cuda.jit(device=True, inline=True)
-def _decode(idx, c_out, pooled_h, pooled_w):
-    pw = idx % pooled_w
-    ph = (idx // pooled_w) % pooled_h
-    co = (idx // (pooled_w * pooled_h)) % c_out
-    n = idx // (pooled_w * pooled_h * c_out)
-    return n, co, ph, pw, (co * pooled_h + ph) * pooled_w + pw
-
-
 @cuda.jit(cache=True)
 def _pool_forward_kernel(x, rois, spatial_scale, pooled_h, pooled_w, out):
     t = x.dtype.type
@@ -65,7 +51,7 @@ def _pool_forward_kernel(x, rois, spatial_scale, pooled_h, pooled_w, out):
     idx = cuda.grid(1)
     if idx >= out.size:
         return
-    n, co, ph, pw, p = _decode(idx, c_out, pooled_h, pooled_w)
+    n, co, ph, pw, p = decode(idx, c_out, pooled_h, pooled_w)
     b = int(rois[n, 0])
     sw = _round_half_away(rois[n, 1] * spatial_scale)
     sh = _round_half_away(rois[n, 2] * spatial_scale)
@@ -92,7 +78,7 @@ def _pool_backward_kernel(grad, rois, spatial_scale, pooled_h, pooled_w, grad_x)
     idx = cuda.grid(1)
     if idx >= grad.size:
         return
-    n, co, ph, pw, p = _decode(idx, c_out, pooled_h, pooled_w)
+    n, co, ph, pw, p = decode(idx, c_out, pooled_h, pooled_w)
     b = int(rois[n, 0])
     sw = _round_half_away(rois[n, 1] * spatial_scale)
     sh = _round_half_away(rois[n, 2] * spatial_scale)
@@ -151,7 +137,7 @@ def _align_forward_kernel(x, rois, spatial_scale, pooled_h, pooled_w, sampling_r
     idx = cuda.grid(1)
     if idx >= out.size:
         return
-    n, co, ph, pw, p = _decode(idx, c_out, pooled_h, pooled_w)
+    n, co, ph, pw, p = decode(idx, c_out, pooled_h, pooled_w)
     b = int(rois[n, 0])
     start_h, start_w, bin_h, bin_w, gh, gw = _align_geometry(
         rois, n, spatial_scale, pooled_h, pooled_w, sampling_ratio, t
@@ -186,7 +172,7 @@ def _align_backward_kernel(grad, rois, spatial_scale, pooled_h, pooled_w, sampli
     idx = cuda.grid(1)
     if idx >= grad.size:
         return
-    n, co, ph, pw, p = _decode(idx, c_out, pooled_h, pooled_w)
+    n, co, ph, pw, p = decode(idx, c_out, pooled_h, pooled_w)
     b = int(rois[n, 0])
     start_h, start_w, bin_h, bin_w, gh, gw = _align_geometry(
         rois, n, spatial_scale, pooled_h, pooled_w, sampling_ratio, t
@@ -212,41 +198,27 @@ def _align_backward_kernel(grad, rois, spatial_scale, pooled_h, pooled_w, sampli
             cuda.atomic.add(grad_x, (b, p, y1, x1), g * (fy * fx) / count)
 
 
-def _blocks(n: int) -> int:
-    return (n + _THREADS - 1) // _THREADS
-
-
 def pool_forward(x, rois, spatial_scale, pooled_h, pooled_w, out, stream=0):
     """x: T[N, C, H, W], rois: T[K, 5] (validated) -> out: T[K, C_out, PH, PW] (written)."""
-    if out.size:
-        scale = x.dtype.type(spatial_scale)
-        _pool_forward_kernel[_blocks(out.size), _THREADS, stream](
-            x, rois, scale, pooled_h, pooled_w, out
-        )
+    scale = x.dtype.type(spatial_scale)
+    launch(_pool_forward_kernel, out.size, stream, x, rois, scale, pooled_h, pooled_w, out)
 
 
 def pool_backward(grad, rois, spatial_scale, pooled_h, pooled_w, grad_x, stream=0):
     """grad: T[K, C_out, PH, PW] -> grad_x: T[N, C, H, W] (zero on entry, accumulated)."""
-    if grad.size:
-        scale = grad.dtype.type(spatial_scale)
-        _pool_backward_kernel[_blocks(grad.size), _THREADS, stream](
-            grad, rois, scale, pooled_h, pooled_w, grad_x
-        )
+    scale = grad.dtype.type(spatial_scale)
+    launch(_pool_backward_kernel, grad.size, stream, grad, rois, scale, pooled_h, pooled_w, grad_x)
 
 
 def align_forward(x, rois, spatial_scale, pooled_h, pooled_w, sampling_ratio, out, stream=0):
     """x: T[N, C, H, W], rois: T[K, 5] (validated) -> out: T[K, C_out, PH, PW] (written)."""
-    if out.size:
-        scale = x.dtype.type(spatial_scale)
-        _align_forward_kernel[_blocks(out.size), _THREADS, stream](
-            x, rois, scale, pooled_h, pooled_w, sampling_ratio, out
-        )
+    scale = x.dtype.type(spatial_scale)
+    args = (x, rois, scale, pooled_h, pooled_w, sampling_ratio, out)
+    launch(_align_forward_kernel, out.size, stream, *args)
 
 
 def align_backward(grad, rois, spatial_scale, pooled_h, pooled_w, sampling_ratio, grad_x, stream=0):
     """grad: T[K, C_out, PH, PW] -> grad_x: T[N, C, H, W] (zero on entry, accumulated)."""
-    if grad.size:
-        scale = grad.dtype.type(spatial_scale)
-        _align_backward_kernel[_blocks(grad.size), _THREADS, stream](
-            grad, rois, scale, pooled_h, pooled_w, sampling_ratio, grad_x
-        )
+    scale = grad.dtype.type(spatial_scale)
+    args = (grad, rois, scale, pooled_h, pooled_w, sampling_ratio, grad_x)
+    launch(_align_backward_kernel, grad.size, stream, *args)

@@ -5,8 +5,13 @@ VOC (C = 21) and COCO (C = 81), with 300 and 2000 RoIs of sides 16-316 px. Times
 median of --repeat runs after --warmup runs, all in this one process, so the ratios compare
 like with like even on a busy machine.
 
+Deformable PS RoI pooling (``deform``, sample_per_part 4, trans_std 0.1, random offsets
+Tensor[K, 2*C, 7, 7] of std 1, backward to input and offsets) has no torchvision counterpart:
+its table puts our plain ps_roi_align (sampling_ratio 2) at the same shape beside it.
+
     python scripts/bench_psroi.py                # CPU
     python scripts/bench_psroi.py --cuda         # CUDA (ours vs torchvision CUDA + GB/s)
+    python scripts/bench_psroi.py --quick        # small smoke run (tiny shapes, one run)
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from collections.abc import Callable
 import torch
 import torchvision.ops as tvo
 
-from rfcn.ops import ps_roi_align, ps_roi_pool
+from rfcn.ops import deform_ps_roi_pool, ps_roi_align, ps_roi_pool
 
 K_BINS = 7
 STRIDE = 16
@@ -94,6 +99,37 @@ def bench_one(op_name: str, classes: int, n_rois: int, args: argparse.Namespace)
     return row
 
 
+def bench_deform(classes: int, n_rois: int, args: argparse.Namespace) -> dict:
+    """Deformable PS RoI pooling, with our ps_roi_align at the same shape as the reference."""
+    device = torch.device("cuda" if args.cuda else "cpu")
+    x, rois = make_inputs(classes, n_rois, device)
+    gen = torch.Generator().manual_seed(1)
+    offsets = torch.randn(n_rois, 2 * classes, K_BINS, K_BINS, generator=gen).to(device)
+    scale = 1.0 / STRIDE
+    deform = lambda t, o: deform_ps_roi_pool(t, rois, o, K_BINS, scale, 0.1, 4)  # noqa: E731
+    align = lambda t, o: ps_roi_align(t, rois, K_BINS, scale, 2)  # noqa: E731
+    grad = torch.randn(n_rois, classes, K_BINS, K_BINS, device=device)
+    xg = x.clone().requires_grad_()
+    og = offsets.clone().requires_grad_()
+
+    def fwd_bwd(fn):
+        def run():
+            xg.grad = og.grad = None
+            fn(xg, og).backward(grad)
+
+        return run
+
+    row = dict(op="deform", classes=classes, rois=n_rois)
+    with torch.no_grad():
+        row["align_fwd"] = timeit(lambda: align(x, offsets), args.warmup, args.repeat, args.cuda)
+        row["deform_fwd"] = timeit(
+            lambda: deform(x, offsets), args.warmup, args.repeat, args.cuda
+        )
+    row["align_fb"] = timeit(fwd_bwd(align), args.warmup, args.repeat, args.cuda)
+    row["deform_fb"] = timeit(fwd_bwd(deform), args.warmup, args.repeat, args.cuda)
+    return row
+
+
 def _bin_pixels(rois: torch.Tensor, shape: torch.Size, op_name: str) -> float:
     """Input elements read by the forward (pool: bin areas; align: 4 per sample, 2x2 grid)."""
     n_bins = rois.shape[0] * shape[1]
@@ -109,13 +145,27 @@ def _bin_pixels(rois: torch.Tensor, shape: torch.Size, op_name: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cuda", action="store_true", help="benchmark on the GPU")
-    parser.add_argument("--ops", nargs="+", default=["pool", "align"], choices=["pool", "align"])
+    parser.add_argument(
+        "--ops",
+        nargs="+",
+        default=["pool", "align", "deform"],
+        choices=["pool", "align", "deform"],
+    )
     parser.add_argument("--classes", nargs="+", type=int, default=[21, 81])
+    parser.add_argument(
+        "--deform-classes", nargs="+", type=int, default=[81], help="C of the deform rows"
+    )
     parser.add_argument("--rois", nargs="+", type=int, default=[300, 2000])
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--threads", type=int, default=None, help="torch (and our) threads")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: C = 5, 30 RoIs, one cold run"
+    )
     args = parser.parse_args()
+    if args.quick:
+        args.classes, args.deform_classes, args.rois = [5], [5], [30]
+        args.warmup, args.repeat = 0, 1
     if args.cuda and not torch.cuda.is_available():
         parser.error("--cuda: no CUDA device")
     if args.threads:
@@ -128,6 +178,14 @@ def main() -> None:
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
     )
     print(f"# median of {args.repeat} after {args.warmup} warm-up; ms; ratio = torchvision / ours")
+    tv_ops = [op for op in args.ops if op != "deform"]
+    if tv_ops:
+        _print_tv_table(tv_ops, args)
+    if "deform" in args.ops:
+        _print_deform_table(args)
+
+
+def _print_tv_table(ops: list[str], args: argparse.Namespace) -> None:
     head = (
         "| op | C | RoIs | tv fwd | ours fwd | x | tv fwd+bwd | ours fwd+bwd | x | fwd bit-exact |"
     )
@@ -135,7 +193,7 @@ def main() -> None:
         head += " ours fwd GB/s |"
     print(head)
     print("|" + "---|" * (head.count("|") - 1))
-    for op_name in args.ops:
+    for op_name in ops:
         for classes in args.classes:
             for n_rois in args.rois:
                 r = bench_one(op_name, classes, n_rois, args)
@@ -147,6 +205,28 @@ def main() -> None:
                 if args.cuda:
                     line += f" {r['our_fwd_gbs']:.0f} |"
                 print(line, flush=True)
+
+
+def _print_deform_table(args: argparse.Namespace) -> None:
+    print()
+    print(
+        "# deform: deform_ps_roi_pool (4x4 samples/bin, offsets Tensor[K, 2C, 7, 7], grads to "
+        "input and offsets); no torchvision counterpart, reference = our ps_roi_align (2x2)"
+    )
+    head = (
+        "| op | C | RoIs | ps_roi_align fwd | deform fwd | ps_roi_align fwd+bwd "
+        "| deform fwd+bwd |"
+    )
+    print(head)
+    print("|" + "---|" * (head.count("|") - 1))
+    for classes in args.deform_classes:
+        for n_rois in args.rois:
+            r = bench_deform(classes, n_rois, args)
+            print(
+                f"| deform | {classes} | {n_rois} | {r['align_fwd']:.1f} | {r['deform_fwd']:.1f} "
+                f"| {r['align_fb']:.1f} | {r['deform_fb']:.1f} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -1,10 +1,19 @@
-"""Torch custom ops of rfcn: position-sensitive RoI pooling and RoI align.
+"""Torch custom ops of rfcn: position-sensitive RoI pooling, RoI align and deformable pooling.
 
-Importing this package registers ``torch.ops.rfcn.ps_roi_pool`` and ``torch.ops.rfcn.ps_roi_align``
-(plus their backward ops) with CPU (Numba) and CUDA (Numba-CUDA) kernels.
+Importing this package registers ``torch.ops.rfcn.ps_roi_pool``, ``torch.ops.rfcn.ps_roi_align``
+and ``torch.ops.rfcn.deform_ps_roi_pool`` (plus their backward ops) with CPU (Numba) and CUDA
+(Numba-CUDA) kernels.
 """
 
+from rfcn.ops.deform_ps_roi_pool import DeformPSRoIPool, deform_ps_roi_pool
 from rfcn.ops.ps_roi_align import PSRoIAlign, ps_roi_align
 from rfcn.ops.ps_roi_pool import PSRoIPool, ps_roi_pool
 
-__all__ = ["PSRoIAlign", "PSRoIPool", "ps_roi_align", "ps_roi_pool"]
+__all__ = [
+    "DeformPSRoIPool",
+    "PSRoIAlign",
+    "PSRoIPool",
+    "deform_ps_roi_pool",
+    "ps_roi_align",
+    "ps_roi_pool",
+]

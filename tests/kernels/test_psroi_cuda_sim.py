@@ -81,22 +81,11 @@ def test_cuda_kernels_match_cpu_op_at_the_border(kind, extra):
     torch.testing.assert_close(gx, xr.grad, rtol=1e-12, atol=1e-12)
 
 
-def test_torch_launch_path_under_the_simulator(monkeypatch):
+def test_torch_launch_path_under_the_simulator(simulate_cuda_branch):
     """The op's CUDA branch (rfcn.ops.kernel_launch) end to end, with torch CPU tensors copied
     to simulated device arrays in place of zero-copy views (no as_cuda_array/external_stream
     in the simulator): checks the argument wiring of all four launches."""
-    import contextlib
-
-    from numba import cuda
-
-    from rfcn.ops import kernel_launch, ps_roi_align, ps_roi_pool
-
-    @contextlib.contextmanager
-    def sim_launch(*tensors):
-        arrays = [cuda.to_device(t.detach().numpy()) for t in tensors]
-        yield 0, arrays
-        for t, a in zip(tensors, arrays, strict=True):
-            t.detach().numpy()[...] = a.copy_to_host()
+    from rfcn.ops import ps_roi_align, ps_roi_pool
 
     x, rois = _case(torch.float64, border=True, seed=4)
     expected = []
@@ -105,8 +94,7 @@ def test_torch_launch_path_under_the_simulator(monkeypatch):
         out = op(xr, rois, 2, SCALE, *extra)
         out.backward(torch.ones_like(out))
         expected.append((out.detach(), xr.grad))
-    monkeypatch.setattr(kernel_launch, "_is_cuda", lambda t: True)
-    monkeypatch.setattr(kernel_launch, "_cuda_launch", sim_launch)
+    simulate_cuda_branch()
     for (op, extra), (out_cpu, grad_cpu) in zip(
         ((ps_roi_pool, ()), (ps_roi_align, (-1,))), expected, strict=True
     ):

@@ -69,7 +69,9 @@ def loader_cost(train_ds: Any, cfg: DictConfig, transforms: Any, batches: int) -
     return statistics.median(times)
 
 
-def run(args: argparse.Namespace) -> int:
+def _setup(args: argparse.Namespace) -> tuple[Any, ...]:
+    """The config, device, thread count, training set, model, trainer and transforms, built
+    as tools/train.py builds them (auto sizing included)."""
     overrides = list(args.overrides)
     tmp = None
     if args.quick:
@@ -83,13 +85,22 @@ def run(args: argparse.Namespace) -> int:
     seed_everything(cfg.train.seed)
     started = time.perf_counter()
     train_ds, _ = build.build_datasets(cfg.dataset)
+    build.apply_auto_sizing(cfg, train_ds)
     gen_s = time.perf_counter() - started
     model = build.build_model(cfg.model, len(train_ds.class_names)).to(device)
     optimizer, lr_multiplier = build.build_solver(cfg.solver, model, cfg.train.max_iter)
+    trainer = Trainer(
+        model=model, model_without_ddp=model, optimizer=optimizer, lr_multiplier=lr_multiplier,
+        loader_factory=lambda start: [], device=device, output_dir=Path(tempfile.gettempdir()),
+        settings=build.trainer_settings(cfg.train, amp_dtype(rc.plain(cfg.train.amp), device)),
+        checkpoint_meta={},
+    )
     transforms = build.build_train_transforms(cfg.aug, model)
-    batch_size = int(cfg.solver.ims_per_batch)
-    workers = int(cfg.train.num_workers)
+    return cfg, overrides, tmp, device, threads, train_ds, gen_s, model, trainer, transforms
 
+
+def _print_setup(cfg: Any, overrides: list[str], device: torch.device, threads: int,
+                 train_ds: Any, gen_s: float, model: Any) -> None:
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     print(f"# Training benchmark\n\n`{' '.join(['python', *sys.argv])}`\n")
@@ -97,8 +108,8 @@ def run(args: argparse.Namespace) -> int:
           f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, device {device}; "
           f"torch {torch.__version__}\n")
     print(f"Recipe: model {cfg.model.name}, dataset {cfg.dataset.name} ({len(train_ds)} train "
-          f"images), {batch_size} images/step, transforms min_sizes "
-          f"{list(model.transform.min_size)} max_size {model.transform.max_size}, "
+          f"images), {cfg.solver.ims_per_batch} images/step, training sizes "
+          f"{list(model.spec.images.training_sizes)} max_size {model.spec.images.max_size}, "
           f"overrides {overrides or 'none'}; dataset ready in {gen_s:.1f} s (not timed below)\n")
     print(table(["threads", "count"], [
         ["cores (affinity)", str(cores)],
@@ -106,21 +117,19 @@ def run(args: argparse.Namespace) -> int:
         ["torch inter-op threads", str(torch.get_num_interop_threads())],
         ["Numba threads (PS RoI kernels use min(this, torch threads))",
          str(numba.get_num_threads())],
-        ["DataLoader workers (1 torch + 1 OpenCV thread each)", str(workers)],
+        ["DataLoader workers (1 torch + 1 OpenCV thread each)", str(cfg.train.num_workers)],
     ]))
     print()
 
-    trainer = Trainer(
-        model=model, model_without_ddp=model, optimizer=optimizer, lr_multiplier=lr_multiplier,
-        loader_factory=lambda start: [], device=device, output_dir=Path(tempfile.gettempdir()),
-        settings=build.trainer_settings(cfg.train, amp_dtype(rc.plain(cfg.train.amp), device)),
-        checkpoint_meta={},
-    )
+
+def _time_steps(args: argparse.Namespace, cfg: Any, device: torch.device, train_ds: Any,
+                trainer: Trainer, transforms: Any) -> tuple[list[float], list[float], float]:
+    """(step times, waits for the next batch, first batch time) of `Trainer.run_step`."""
     trainer.before_train()
-    model.train()
-    data = iter(build_train_loader(train_ds, batch_size, seed=cfg.train.seed,
-                                   num_workers=workers, transforms=transforms))
-    waits, steps = [], []
+    trainer.model.train()
+    data = iter(build_train_loader(train_ds, int(cfg.solver.ims_per_batch), seed=cfg.train.seed,
+                                   num_workers=int(cfg.train.num_workers), transforms=transforms))
+    waits, steps, first_batch = [], [], 0.0
     t_first = time.perf_counter()
     for i in range(args.warmup + args.steps):
         t0 = time.perf_counter()
@@ -135,10 +144,19 @@ def run(args: argparse.Namespace) -> int:
         if i >= args.warmup:
             waits.append(t1 - t0)
             steps.append(t2 - t0)
+    return steps, waits, first_batch
+
+
+def run(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    cfg, overrides, tmp, device, threads, train_ds, gen_s, model, trainer, transforms = \
+        _setup(args)
+    _print_setup(cfg, overrides, device, threads, train_ds, gen_s, model)
+    steps, waits, first_batch = _time_steps(args, cfg, device, train_ds, trainer, transforms)
+    batch_size = int(cfg.solver.ims_per_batch)
     total, wait = sum(steps), sum(waits)
     per_batch = loader_cost(train_ds, cfg, transforms, max(3, min(args.steps, 10)))
     step_med = statistics.median(steps)
-
     print(f"## Training loop ({args.steps} steps after {args.warmup} warm-up)\n")
     print(table(["metric", "value"], [
         ["images / s", f"{batch_size * len(steps) / total:.2f}"],

@@ -1,6 +1,8 @@
 """Detect objects in an image or a folder of images with a trained checkpoint.
 
 python tools/infer.py checkpoint=PATH input=IMAGE_OR_DIR output=DIR [score_thresh=0.5]
+python tools/infer.py runtime=onnxruntime model=model.onnx input=... output=...  # tools/export.py
+python tools/infer.py checkpoint=PATH test.scales=[480,600] test.flip=true ...    # TTA
 # -> DIR/<image name> with boxes, labels and scores drawn; DIR/detections.json
 """
 
@@ -16,11 +18,11 @@ from rfcn.engine.checkpoint import CheckpointError
 from rfcn.entrypoints.infer import infer
 
 
-@hydra.main(version_base="1.3", config_path="../configs", config_name="infer")
+@hydra.main(version_base="1.3", config_path="../configs/standalone", config_name="infer")
 def main(cfg: DictConfig) -> None:
     try:
         records = infer(cfg)
-    except (CheckpointError, FileNotFoundError) as e:
+    except (CheckpointError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
     if not records:

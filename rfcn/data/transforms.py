@@ -24,8 +24,10 @@ from rfcn.data.interfaces import Transform
 __all__ = [
     "ColorJitter",
     "Compose",
+    "RandomCrop",
     "RandomHorizontalFlip",
     "RandomResize",
+    "RandomVerticalFlip",
     "build_train_transforms",
     "resize_scale",
 ]
@@ -68,6 +70,68 @@ class RandomHorizontalFlip:
         return f"RandomHorizontalFlip(prob={self.prob})"
 
 
+class RandomVerticalFlip:
+    """Flip top-bottom with probability `prob` (for data without an up: microscopy, aerial)."""
+
+    def __init__(self, prob: float = 0.5) -> None:
+        self.prob = prob
+
+    def __call__(
+        self, image: np.ndarray, target: Target, rng: np.random.Generator
+    ) -> tuple[np.ndarray, Target]:
+        if rng.random() >= self.prob:
+            return image, target
+        h = image.shape[0]
+        image = np.ascontiguousarray(image[::-1])
+        boxes = target["boxes"]
+        flipped = torch.stack([boxes[:, 0], h - boxes[:, 3], boxes[:, 2], h - boxes[:, 1]], 1)
+        return image, {**target, "boxes": flipped.reshape(-1, 4)}
+
+    def __repr__(self) -> str:
+        return f"RandomVerticalFlip(prob={self.prob})"
+
+
+_PER_BOX = ("boxes", "labels", "iscrowd", "difficult")
+
+
+class RandomCrop:
+    """With probability `prob`, keep a random window whose sides are each a fraction in
+    [`min_scale`, 1] of the image's (the resize that follows then zooms in: scale jitter).
+    Boxes are clipped to the window; a box keeping less than `min_visible` of its area, or
+    under 2 px a side, is dropped (with its label and flags)."""
+
+    def __init__(self, prob: float, min_scale: float = 0.6, min_visible: float = 0.4) -> None:
+        if not 0.0 < min_scale <= 1.0:
+            raise ValueError(f"crop min_scale must be in (0, 1], got {min_scale}")
+        self.prob, self.min_scale, self.min_visible = prob, min_scale, min_visible
+
+    def __call__(
+        self, image: np.ndarray, target: Target, rng: np.random.Generator
+    ) -> tuple[np.ndarray, Target]:
+        draw = rng.random(5)  # always 5 numbers: the stream does not depend on the outcome
+        if draw[0] >= self.prob:
+            return image, target
+        h, w = image.shape[:2]
+        ch = max(1, round(h * (self.min_scale + (1 - self.min_scale) * draw[1])))
+        cw = max(1, round(w * (self.min_scale + (1 - self.min_scale) * draw[2])))
+        y0, x0 = int(draw[3] * (h - ch + 1)), int(draw[4] * (w - cw + 1))
+        boxes = target["boxes"]
+        shifted = boxes - torch.tensor([x0, y0, x0, y0], dtype=boxes.dtype)
+        clipped = torch.stack([shifted[:, 0].clamp(0, cw), shifted[:, 1].clamp(0, ch),
+                               shifted[:, 2].clamp(0, cw), shifted[:, 3].clamp(0, ch)], 1)
+        area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+        cw_, chh = clipped[:, 2] - clipped[:, 0], clipped[:, 3] - clipped[:, 1]
+        keep = (cw_ >= 2) & (chh >= 2) & (cw_ * chh >= self.min_visible * area)
+        out = {**target, "boxes": clipped}
+        for key in _PER_BOX:
+            if key in out:
+                out[key] = out[key][keep]
+        return np.ascontiguousarray(image[y0:y0 + ch, x0:x0 + cw]), out
+
+    def __repr__(self) -> str:
+        return f"RandomCrop(prob={self.prob}, min_scale={self.min_scale})"
+
+
 def resize_scale(height: int, width: int, min_size: int, max_size: int) -> float:
     """Scale that brings the shorter side to ``min_size`` unless the longer exceeds ``max_size``."""
     return min(min_size / min(height, width), max_size / max(height, width))
@@ -107,12 +171,15 @@ def _luma(img: np.ndarray) -> np.ndarray:
 
 
 class ColorJitter:
-    """Random brightness, contrast and saturation, each a factor in [1 - s, 1 + s]."""
+    """Random brightness, contrast and saturation, each a factor in [1 - s, 1 + s], and a hue
+    shift of up to `hue` of the colour circle (0.5 = all the way)."""
 
-    def __init__(self, strength: float) -> None:
+    def __init__(self, strength: float, hue: float = 0.0) -> None:
         if not 0.0 <= strength < 1.0:
             raise ValueError(f"color jitter strength must be in [0, 1), got {strength}")
-        self.strength = strength
+        if not 0.0 <= hue <= 0.5:
+            raise ValueError(f"hue jitter must be in [0, 0.5], got {hue}")
+        self.strength, self.hue = strength, hue
 
     def __call__(
         self, image: np.ndarray, target: Target, rng: np.random.Generator
@@ -124,10 +191,16 @@ class ColorJitter:
         img = (img - mean) * np.float32(contrast) + mean
         gray = _luma(img)[..., None]
         img = (img - gray) * np.float32(saturation) + gray
-        return np.clip(img + 0.5, 0, 255).astype(np.uint8), target
+        out = np.clip(img + 0.5, 0, 255).astype(np.uint8)
+        if self.hue > 0:  # only then a fourth number: earlier configs keep their stream
+            shift = int(round(rng.uniform(-self.hue, self.hue) * 180))  # OpenCV hue: 0..179
+            hsv = cv2.cvtColor(out, cv2.COLOR_RGB2HSV)
+            hsv[..., 0] = ((hsv[..., 0].astype(np.int16) + shift) % 180).astype(np.uint8)
+            out = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+        return out, target
 
     def __repr__(self) -> str:
-        return f"ColorJitter(strength={self.strength})"
+        return f"ColorJitter(strength={self.strength}, hue={self.hue})"
 
 
 def build_train_transforms(
@@ -135,11 +208,20 @@ def build_train_transforms(
     max_size: int,
     flip_prob: float = 0.5,
     color_jitter: float = 0.0,
+    hue: float = 0.0,
+    crop_prob: float = 0.0,
+    crop_min_scale: float = 0.6,
+    vflip_prob: float = 0.0,
 ) -> Compose:
-    """The standard training pipeline: [colour jitter], multi-scale resize, horizontal flip."""
+    """The training pipeline: [photometric jitter], [random crop], multi-scale resize,
+    horizontal flip, [vertical flip]."""
     ts: list[Transform] = []
-    if color_jitter > 0:
-        ts.append(ColorJitter(color_jitter))
+    if color_jitter > 0 or hue > 0:
+        ts.append(ColorJitter(color_jitter, hue))
+    if crop_prob > 0:
+        ts.append(RandomCrop(crop_prob, crop_min_scale))
     ts.append(RandomResize(min_sizes, max_size))
     ts.append(RandomHorizontalFlip(flip_prob))
+    if vflip_prob > 0:
+        ts.append(RandomVerticalFlip(vflip_prob))
     return Compose(ts)

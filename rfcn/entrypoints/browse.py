@@ -33,6 +33,7 @@ def browse(cfg: Any) -> str:
     plot_dataset_histograms(stats, out / "histograms.png")
     transforms = None
     if cfg.transforms:
+        build.apply_auto_sizing(cfg, dataset)
         spec = build.config_spec(cfg.model, len(dataset.class_names))
         transforms = build.build_train_transforms(cfg.aug, spec)
     indices = sample_indices(len(dataset), int(cfg.n), int(cfg.seed))

@@ -28,13 +28,14 @@ def evaluate(cfg: Any) -> dict[str, Any]:
     output_dir = rc.resolve_output_dir(cfg)
     device = setup_process(cfg.device, None, cfg.num_workers)
     ckpt = load_checkpoint(os.path.expanduser(cfg.checkpoint))
-    model = build.restore_model(ckpt, str(cfg.checkpoint)).to(device)
+    model = build.restore_model(ckpt, str(cfg.checkpoint), cfg.test).to(device)
     dataset_cfg = rc.validate_dataset_config(
         cfg.dataset if cfg.dataset else rc.from_yaml(ckpt["config"]).dataset)
     dataset = build.build_eval_dataset(dataset_cfg)
     check_classes(ckpt["class_names"], dataset.class_names, f"evaluating {cfg.checkpoint}")
     evaluator = build.build_evaluator(dataset_cfg.name, dataset)
-    metrics = evaluate_model(model, dataset, evaluator, device, cfg.num_workers)
+    metrics = evaluate_model(build.test_time_model(model, cfg.test), dataset, evaluator, device,
+                             cfg.num_workers)
     if is_main_process():
         output_dir.mkdir(parents=True, exist_ok=True)
         metrics = {**metrics, "iteration": int(ckpt.get("iteration", 0)),

@@ -43,6 +43,7 @@ def train(cfg: Any) -> dict[str, Any]:
         output_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.train.seed)
     data = build.training_data(cfg.dataset)
+    build.apply_auto_sizing(cfg, data.train)
     resume_path = output_dir / "checkpoints" / "last.pt"
     resume = _load_resume_checkpoint(resume_path) if cfg.train.resume else None
     model = _build_or_restore_model(cfg, data, resume, resume_path).to(device)

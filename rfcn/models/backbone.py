@@ -17,6 +17,7 @@ import torch
 import torchvision
 from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock, ResNet
+from torchvision.ops import deform_conv2d
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from rfcn.models.spec import NORMS
@@ -124,7 +125,40 @@ def _out_channels(layer: nn.Sequential) -> int:
     return conv.out_channels
 
 
-def resnet_trunk(arch: str, norm: str = "gn", trainable_layers: int = 5) -> ResNetTrunk:
+class DeformConv3x3(nn.Module):
+    """A 3×3 convolution made deformable (Dai et al. 2017): a zero-initialised 3×3 conv
+    predicts the sampling offsets (`offset_groups` groups; Deformable-ConvNets uses 4 in
+    conv5), `torchvision.ops.deform_conv2d` samples; stride, padding and dilation are kept.
+    The weight keeps the name `weight`, so ImageNet ResNet weights load into it."""
+
+    def __init__(self, conv: nn.Conv2d, offset_groups: int = 4) -> None:
+        super().__init__()
+        self.weight = conv.weight
+        self.bias = conv.bias
+        self.stride, self.padding, self.dilation = conv.stride, conv.padding, conv.dilation
+        self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
+        self.offset_conv = nn.Conv2d(conv.in_channels, 2 * offset_groups * 9, 3,
+                                     stride=conv.stride, padding=conv.padding,
+                                     dilation=conv.dilation)
+        nn.init.zeros_(self.offset_conv.weight)
+        nn.init.zeros_(self.offset_conv.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return deform_conv2d(x, self.offset_conv(x), self.weight, self.bias, self.stride,
+                             self.padding, self.dilation)
+
+
+def _deform_layer4(resnet: ResNet) -> None:
+    """Every 3×3 convolution of conv5 (layer4) becomes a DeformConv3x3."""
+    for block in resnet.layer4:
+        for name in ("conv1", "conv2"):
+            conv = getattr(block, name)
+            if conv.kernel_size == (3, 3):
+                setattr(block, name, DeformConv3x3(conv))
+
+
+def resnet_trunk(arch: str, norm: str = "gn", trainable_layers: int = 5,
+                 deform_conv5: bool = False) -> ResNetTrunk:
     """A dilated trunk with fresh weights (architecture only; see `load_backbone_weights`).
 
     Args:
@@ -132,6 +166,7 @@ def resnet_trunk(arch: str, norm: str = "gn", trainable_layers: int = 5) -> ResN
         norm: one of NORMS (rfcn.models.spec resolves the default: "frozen_bn" with ImageNet
             weights, "gn" without).
         trainable_layers: how many stages train, from the top (ResNetTrunk).
+        deform_conv5: conv5's 3×3 convolutions deformable (DeformConv3x3), dilation kept.
     """
     if arch not in _DEPTHS:
         raise ValueError(f"arch must be one of {sorted(_DEPTHS)}, got {arch!r}")
@@ -141,6 +176,8 @@ def resnet_trunk(arch: str, norm: str = "gn", trainable_layers: int = 5) -> ResN
                   replace_stride_with_dilation=dilation)
     if arch == "resnet18":
         _dilate_basic_layer4(resnet)
+    if deform_conv5:
+        _deform_layer4(resnet)
     trunk = ResNetTrunk(resnet, trainable_layers)
     trunk.norm = norm
     return trunk
@@ -170,7 +207,9 @@ def load_backbone_weights(trunk: ResNetTrunk, arch: str, weights_backbone: str) 
     except RuntimeError as exc:  # shape mismatches
         raise ValueError(f"weights_backbone {weights_backbone!r} does not fit {arch}: "
                          f"{str(exc)[:500]}") from exc
-    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+    # num_batches_tracked: FrozenBatchNorm has none; offset_conv: deformable conv5's own
+    missing = [k for k in missing if not k.endswith("num_batches_tracked")
+               and ".offset_conv." not in k]
     if getattr(trunk, "norm", None) == "gn":  # GroupNorm keeps the affine, has no statistics
         unexpected = [k for k in unexpected if not k.endswith(_BN_BUFFERS)]
     if missing or unexpected:

@@ -11,21 +11,26 @@ checkpoint, so resume, fine-tune, eval, infer and export rebuild exactly this mo
 
 Keyword arguments and their defaults (rfcn.models.spec holds them):
 
-    images:  min_size=600, max_size=1000, image_mean/std=ImageNet's, size_divisible=16
+    images:  min_size=600, max_size=1000, image_mean/std=ImageNet's, size_divisible=16,
+             train_min_sizes=() (multi-scale training: shorter side drawn per image; () = min_size)
     RPN:     rpn_pre_nms_top_n_train=6000, rpn_pre_nms_top_n_test=6000,
              rpn_post_nms_top_n_train=300, rpn_post_nms_top_n_test=300, rpn_nms_thresh=0.7,
              rpn_fg_iou_thresh=0.7, rpn_bg_iou_thresh=0.3, rpn_batch_size_per_image=256,
              rpn_positive_fraction=0.5, rpn_score_thresh=0.0,
              anchor_sizes=(64, 128, 256, 512), aspect_ratios=(0.5, 1.0, 2.0),
              rpn_dim=512 (ResNet-18: 256), width of the RPN's 3×3 conv
-    head:    k=7, head_dim=1024 (ResNet-18: 256), class_agnostic_bbox=True, ps_op="pool",
-             bbox_reg_weights=(10, 10, 5, 5)
+    head:    k=7, head_dim=1024 (ResNet-18: 256), class_agnostic_bbox=True, ps_op="pool"
+             ("align", or "deform": Deformable R-FCN's PS pooling with learned bin offsets),
+             bbox_reg_weights=(10, 10, 5, 5), deform_trans_std=0.1, deform_sample_per_part=4
     train:   box_fg_iou_thresh=0.5, box_bg_iou_thresh=0.5, box_batch_size_per_image=128,
              box_positive_fraction=0.25, ohem=True, ohem_nms_thresh=0.7 (OHEM keeps
              box_batch_size_per_image RoIs per image)
-    eval:    box_score_thresh=0.05, box_nms_thresh=0.3, box_detections_per_img=100
+    eval:    box_score_thresh=0.05, box_nms_thresh=0.3, box_detections_per_img=100,
+             box_nms="nms" (or "soft_linear" / "soft_gaussian": soft-NMS), soft_nms_sigma=0.5,
+             soft_nms_min_score=0.001
     trunk:   norm=None -> "frozen_bn" with weights_backbone, else "gn" (see backbone.NORMS),
-             trainable_layers=None -> 3 with weights_backbone (stem + res2 frozen), else 5
+             trainable_layers=None -> 3 with weights_backbone (stem + res2 frozen), else 5,
+             deform_conv5=False (conv5's 3×3 convs deformable, torchvision.ops.deform_conv2d)
 
 Normalisation from scratch: GroupNorm by default, as it does not depend on the per-process
 batch size (DDP). Which trains faster depends on the recipe; measured on the synthetic shapes
@@ -76,9 +81,11 @@ class FrozenBNWithoutWeightsWarning(UserWarning):
 def rfcn_from_spec(spec: RFCNSpec) -> RFCN:
     """The architecture of `spec` with fresh weights (no file is read); `model.spec = spec`."""
     trunk = resnet_trunk(spec.trunk.arch, norm=spec.trunk.norm,
-                         trainable_layers=spec.trunk.trainable_layers)
+                         trainable_layers=spec.trunk.trainable_layers,
+                         deform_conv5=spec.trunk.deform_conv5)
     im = spec.images
     transform = RFCNTransform(im.min_size, im.max_size, list(im.image_mean), list(im.image_std),
+                              train_min_sizes=im.training_sizes,
                               size_divisible=im.size_divisible)
     r = spec.rpn
     rpn = build_rpn(
@@ -93,14 +100,16 @@ def rfcn_from_spec(spec: RFCNSpec) -> RFCN:
     )
     h = spec.head
     head = PSRoIHead(trunk.out_channels_c5, h.head_dim, spec.num_classes, h.k,
-                     h.class_agnostic_bbox, h.ps_op)
+                     h.class_agnostic_bbox, h.ps_op, trans_std=h.deform_trans_std,
+                     sample_per_part=h.deform_sample_per_part)
     box_coder = BoxCoder(tuple(float(w) for w in h.bbox_reg_weights))
     s = spec.roi_sampling
     assigner = RoITargetAssigner(box_coder, s.box_fg_iou_thresh, s.box_bg_iou_thresh,
                                  s.box_batch_size_per_image, s.box_positive_fraction)
     p = spec.post
     postprocessor = DetectionPostProcessor(box_coder, p.box_score_thresh, p.box_nms_thresh,
-                                           p.box_detections_per_img)
+                                           p.box_detections_per_img, p.box_nms,
+                                           p.soft_nms_sigma, p.soft_nms_min_score)
     model = RFCN(transform, trunk, rpn, head, assigner, postprocessor, ohem=s.ohem,
                  ohem_batch_size_per_image=s.box_batch_size_per_image,
                  ohem_nms_thresh=s.ohem_nms_thresh)

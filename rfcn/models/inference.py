@@ -24,11 +24,15 @@ from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 from torchvision.ops.misc import FrozenBatchNorm2d
 
+from rfcn.models.backbone import DeformConv3x3
+
 __all__ = ["fold_batchnorm", "inference_copy"]
 
 logger = logging.getLogger(__name__)
 
 _BN_TYPES = (FrozenBatchNorm2d, nn.BatchNorm2d)
+# a deformable conv is linear in its weight and bias like a plain one: it folds the same way
+_CONV_TYPES = (nn.Conv2d, DeformConv3x3)
 
 
 def inference_copy(model: nn.Module, channels_last: bool = True) -> nn.Module:
@@ -59,7 +63,7 @@ def fold_batchnorm(module: nn.Module) -> int:
     for parent in list(module.modules()):
         for conv_name, bn_name in _pairs(parent):
             conv, bn = getattr(parent, conv_name), getattr(parent, bn_name)
-            if not (isinstance(conv, nn.Conv2d) and isinstance(bn, _BN_TYPES)):
+            if not (isinstance(conv, _CONV_TYPES) and isinstance(bn, _BN_TYPES)):
                 continue
             if bn.running_var is None or conv.out_channels != bn.running_var.numel():
                 continue  # no running statistics (nothing to fold) or not this conv's BN

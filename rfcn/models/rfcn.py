@@ -94,6 +94,32 @@ class RFCN(nn.Module):
         return self.transform.postprocess(detections, image_list.image_sizes, original_sizes)
 
 
+    @torch.no_grad()
+    def candidates(self, images: list[Tensor]) -> list[tuple[Tensor, Tensor, Tensor]]:
+        """Eval mode, before NMS: per image (scores Tensor[P, C-1], boxes Tensor[P, S, 4] in
+        input-image pixels, valid bool Tensor[P, C-1]), the candidates that
+        `postprocessor.select` turns into detections (test-time augmentation merges the
+        candidates of several passes first). S: 1 class-agnostic, C-1 class-specific."""
+        _check_inputs(images, None, False, self.num_classes)
+        original_sizes = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
+        image_list, _ = self.transform(images, None)
+        c4, c5 = self.trunk(image_list.tensors)
+        proposals, _ = self.rpn(image_list, OrderedDict([("0", c4)]), None)
+        rois = _to_rois(proposals)
+        class_logits, box_regression = self.head(c5, rois)
+        sizes = torch.tensor(image_list.image_sizes, dtype=box_regression.dtype,
+                             device=box_regression.device).reshape(-1, 2)
+        scores, boxes, valid = self.postprocessor.candidates(class_logits, box_regression,
+                                                             rois, sizes)
+        out = []
+        for i, ((h, w), (oh, ow)) in enumerate(zip(image_list.image_sizes, original_sizes,
+                                                   strict=True)):
+            mine = rois[:, 0] == i
+            ratio = boxes.new_tensor([ow / w, oh / h, ow / w, oh / h])  # as resize_boxes
+            out.append((scores[mine], boxes[mine] * ratio, valid[mine]))
+        return out
+
+
 def _to_rois(boxes: list[Tensor]) -> Tensor:
     """N × Tensor[P, 4] -> Tensor[R, 5] with the image index first."""
     idx = torch.cat([torch.full_like(b[:, :1], i) for i, b in enumerate(boxes)])

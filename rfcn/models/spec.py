@@ -36,7 +36,8 @@ __all__ = [
 
 ARCHS = ("resnet18", "resnet50", "resnet101")
 NORMS = ("frozen_bn", "bn", "gn")
-PS_OPS = ("pool", "align")
+PS_OPS = ("pool", "align", "deform")
+BOX_NMS = ("nms", "soft_linear", "soft_gaussian")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 _SPEC_VERSION = 1
@@ -50,6 +51,7 @@ class TrunkSpec:
     arch: str = "resnet50"
     norm: str = "gn"
     trainable_layers: int = 5
+    deform_conv5: bool = False  # conv5's 3×3 convolutions deformable (Dai et al. 2017)
 
     def __post_init__(self) -> None:
         _choice("arch", self.arch, ARCHS)
@@ -60,18 +62,26 @@ class TrunkSpec:
 
 @dataclass(frozen=True)
 class ImageSpec:
-    """Resize (shorter side `min_size`, longer at most `max_size`), normalisation, padding."""
+    """Resize (shorter side `min_size`, longer at most `max_size`), normalisation, padding;
+    multi-scale training draws the shorter side from `train_min_sizes` (empty: min_size)."""
 
     min_size: int = 600
     max_size: int = 1000
     image_mean: tuple[float, ...] = IMAGENET_MEAN
     image_std: tuple[float, ...] = IMAGENET_STD
     size_divisible: int = 16
+    train_min_sizes: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.min_size < 1 or self.max_size < self.min_size:
             raise ValueError(f"need 1 <= min_size <= max_size, got min_size={self.min_size}, "
                              f"max_size={self.max_size}")
+        if any(int(s) < 1 for s in self.train_min_sizes):
+            raise ValueError(f"train_min_sizes must be positive, got {self.train_min_sizes}")
+
+    @property
+    def training_sizes(self) -> tuple[int, ...]:
+        return tuple(int(s) for s in self.train_min_sizes) or (int(self.min_size),)
 
 
 @dataclass(frozen=True)
@@ -109,6 +119,8 @@ class HeadSpec:
     class_agnostic_bbox: bool = True
     ps_op: str = "pool"
     bbox_reg_weights: tuple[float, ...] = (10.0, 10.0, 5.0, 5.0)
+    deform_trans_std: float = 0.1  # ps_op="deform": offset scale (Deformable-ConvNets)
+    deform_sample_per_part: int = 4  # ps_op="deform": bilinear samples per bin side
 
     def __post_init__(self) -> None:
         _choice("ps_op", self.ps_op, PS_OPS)
@@ -132,11 +144,17 @@ class RoISamplingSpec:
 
 @dataclass(frozen=True)
 class PostSpec:
-    """Eval-mode detections: score threshold, per-class NMS, top-k."""
+    """Eval-mode detections: score threshold, per-class NMS or soft-NMS, top-k."""
 
     box_score_thresh: float = 0.05
     box_nms_thresh: float = 0.3
     box_detections_per_img: int = 100
+    box_nms: str = "nms"  # nms | soft_linear | soft_gaussian (Bodla et al. 2017)
+    soft_nms_sigma: float = 0.5
+    soft_nms_min_score: float = 0.001
+
+    def __post_init__(self) -> None:
+        _choice("box_nms", self.box_nms, BOX_NMS)
 
 
 _GROUPS: dict[str, type] = {
@@ -150,8 +168,9 @@ _GROUPS: dict[str, type] = {
 # flat keyword name -> its group
 _GROUP_OF: dict[str, str] = {f.name: g for g, cls in _GROUPS.items() for f in fields(cls)}
 ARCHITECTURE = frozenset(
-    {"arch", "norm", "trainable_layers", "image_mean", "image_std", "rpn_dim", "anchor_sizes",
-     "aspect_ratios", "k", "head_dim", "class_agnostic_bbox", "ps_op", "bbox_reg_weights"}
+    {"arch", "norm", "trainable_layers", "deform_conv5", "image_mean", "image_std", "rpn_dim",
+     "anchor_sizes", "aspect_ratios", "k", "head_dim", "class_agnostic_bbox", "ps_op",
+     "bbox_reg_weights", "deform_trans_std", "deform_sample_per_part"}
 )
 # lighter defaults for ResNet-18 (its conv4/conv5 are 256/512 wide, not 1024/2048)
 _ARCH_DEFAULTS: dict[str, dict[str, Any]] = {"resnet18": {"head_dim": 256, "rpn_dim": 256}}

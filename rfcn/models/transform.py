@@ -1,8 +1,15 @@
-"""Image batching for R-FCN: torchvision's GeneralizedRCNNTransform with a safe resize.
+"""Image batching for R-FCN: torchvision's GeneralizedRCNNTransform with a safe resize and
+multi-scale training that the data pipeline can do first.
 
 torchvision floors every side after scaling, so a very thin strip (24×4000 with max_size 64)
 becomes 0 pixels tall and ``F.interpolate`` fails deep inside torch. Here each side keeps at
 least one pixel; every other image gets exactly torchvision's size and pixels.
+
+Training sizes: in train mode the shorter side is drawn from ``train_min_sizes`` (default:
+``min_size`` alone), as torchvision draws from its ``min_size`` tuple; an image that already
+has one of those sizes (the training loader resizes in its workers, rfcn.data.transforms)
+is left as it is, so the loader's choice of scale is the one that counts. Eval mode always
+uses ``min_size``.
 """
 
 from __future__ import annotations
@@ -15,7 +22,23 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform, res
 
 
 class RFCNTransform(GeneralizedRCNNTransform):
-    """Normalise, resize (shorter side ``min_size``, longer ≤ ``max_size``) and batch images."""
+    """Normalise, resize (shorter side ``min_size``, longer ≤ ``max_size``) and batch images.
+
+    Args (besides GeneralizedRCNNTransform's): train_min_sizes: shorter sides for training,
+    one drawn per image (None: ``min_size``).
+    """
+
+    def __init__(self, min_size: int, max_size: int, image_mean: list[float],
+                 image_std: list[float], train_min_sizes: tuple[int, ...] | None = None,
+                 **kwargs: object) -> None:
+        super().__init__(min_size, max_size, image_mean, image_std, **kwargs)
+        self.eval_min_size = int(min_size)
+        self.train_min_sizes = tuple(int(s) for s in (train_min_sizes or (min_size,)))
+
+    def _already_sized(self, h: int, w: int) -> bool:
+        """Within a pixel of a training size (the loader resized it already)."""
+        return any(abs(min(s / min(h, w), self.max_size / max(h, w)) - 1.0) * min(h, w) < 1.0
+                   for s in self.train_min_sizes)
 
     def resize(
         self, image: Tensor, target: dict[str, Tensor] | None = None
@@ -24,9 +47,12 @@ class RFCNTransform(GeneralizedRCNNTransform):
         if h == 0 or w == 0:
             raise ValueError(f"images: got an empty image of size {h}x{w}")
         if self.training:
-            size = float(self.torch_choice(self.min_size))
+            # drawn even when unused, so the RNG stream does not depend on the image sizes
+            size = float(self.torch_choice(list(self.train_min_sizes)))
+            if self._already_sized(h, w):
+                return image, target
         else:
-            size = float(self.min_size[-1])
+            size = float(self.eval_min_size)
         scale = min(size / min(h, w), float(self.max_size) / max(h, w))
         # Same output size as torchvision's scale_factor path (floor in double), clamped to 1 px.
         new_size = (max(1, math.floor(h * scale)), max(1, math.floor(w * scale)))

@@ -19,7 +19,9 @@ GROUPS = {
 
 
 def _compose(name: str, overrides: list[str]) -> OmegaConf:
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+    # infer.yaml has a folder of its own (its `model=FILE` key is not the model group)
+    folder = str(Path(CONFIG_DIR) / "standalone") if name == "infer" else CONFIG_DIR
+    with initialize_config_dir(config_dir=folder, version_base="1.3"):
         return compose(name, overrides=overrides)
 
 

@@ -146,5 +146,7 @@ def compose(name: str, overrides: Sequence[str]):
 
     import rfcn.config  # noqa: F401  (registers the schemas)
 
-    with hydra.initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+    # infer.yaml has a folder of its own (its `model=FILE` key is not the model group)
+    folder = REPO / "configs" / ("standalone" if name == "infer" else "")
+    with hydra.initialize_config_dir(config_dir=str(folder), version_base="1.3"):
         return hydra.compose(name, overrides=list(overrides))

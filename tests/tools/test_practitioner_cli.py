@@ -5,24 +5,13 @@ tools/benchmark.py (parameters, FLOPs, images/s)."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-SYNTH = ["dataset.num_train=6", "dataset.num_val=3", "dataset.image_size=128"]
-TINY = ["model.min_size=96", "model.max_size=96", "model.k=3", "model.head_dim=32",
-        "model.rpn_dim=32", "model.anchor_sizes=[32,64]", "model.rpn_pre_nms_top_n_test=100",
-        "model.rpn_post_nms_top_n_test=32", "model.rpn_pre_nms_top_n_train=100",
-        "model.rpn_post_nms_top_n_train=32", "model.box_batch_size_per_image=16"]
-
-
-def _run(tool: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "tools" / tool), *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=300)
+from tests.tools.conftest import SYNTH, TINY_MODEL
+from tests.tools.conftest import run_tool as _run
 
 
 def test_browse_draws_and_reports(tmp_path: Path) -> None:
@@ -44,14 +33,8 @@ def test_browse_draws_and_reports(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    tmp = tmp_path_factory.mktemp("cli-ckpt")
-    proc = _run("train.py", f"hydra.run.dir={tmp / 'run'}", f"dataset.root={tmp / 'cache'}",
-                *SYNTH, *TINY, "solver.ims_per_batch=2", "train.max_iter=2",
-                "train.num_workers=0", "train.num_vis_images=0", "train.progress=false",
-                cwd=tmp)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return tmp / "run" / "checkpoints" / "last.pt"
+def tiny_checkpoint(tiny_run: Path) -> Path:
+    return tiny_run / "checkpoints" / "last.pt"
 
 
 def test_eval_writes_the_error_analysis(tmp_path: Path, tiny_checkpoint: Path) -> None:
@@ -63,8 +46,8 @@ def test_eval_writes_the_error_analysis(tmp_path: Path, tiny_checkpoint: Path) -
     assert matrix["class_names"][0] == "background" and len(matrix["matrix"]) == 5
     # every ground-truth box of the val split is somewhere in the matrix (found or missed)
     truth = sum(sum(row[c] for row in matrix["matrix"]) for c in range(1, 5))
-    val = json.loads(next((tmp_path.parent).glob("cli-ckpt*/cache/synthetic-*/annotations/"
-                                                 "val.json")).read_text())
+    cache = tiny_checkpoint.parents[2] / "cache"
+    val = json.loads(next(cache.glob("synthetic-*/annotations/val.json")).read_text())
     assert truth == len(val["annotations"])
     errors = json.loads((out / "coco_errors.json").read_text())
     assert {"C75", "C50", "Loc", "Sim", "Oth", "BG", "FN"} <= set(errors["overall"]["all"])
@@ -73,7 +56,7 @@ def test_eval_writes_the_error_analysis(tmp_path: Path, tiny_checkpoint: Path) -
 
 
 def test_benchmark_prints_params_flops_and_speed(tmp_path: Path, tiny_checkpoint: Path) -> None:
-    proc = _run("benchmark.py", *TINY, "num_classes=5", "image_size=[96,128]", "runs=2",
+    proc = _run("benchmark.py", *TINY_MODEL, "num_classes=5", "image_size=[96,128]", "runs=2",
                 "warmup=1", "json=true", "device=cpu", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     stats = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -1,28 +1,13 @@
-"""Structured-config schemas (registered in Hydra's ConfigStore) and the conversions of a
-composed config to plain data. Nothing here builds an object: rfcn.build does that.
-
-This is the only library module that knows Hydra / OmegaConf. Every schema is a dataclass and
-every choice an Enum, so a misspelt key (`train.max_itr=3`), a wrongly typed value or an
-unknown choice (`solver.optimizer=adam`) fails at composition, naming the key and the choices.
-Constructors elsewhere in rfcn receive numbers and built objects, never a config.
-
-Config groups: `model/` (rfcn_r18, rfcn_r50, rfcn_r101), `dataset/` (synthetic, coco, voc,
-coco_json), `solver/` (default, voc_paper, coco_paper), `experiment/` (paper settings).
-"""
+"""The config schemas: one dataclass per config node, one Enum per choice (str-valued, so a
+choice compares equal to its name). Registered in Hydra's ConfigStore by rfcn.config."""
 
 from __future__ import annotations
 
-import logging
-import os
 from dataclasses import dataclass, field
 from enum import Enum
-from pathlib import Path
 from typing import Any
 
-from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, OmegaConf
-
-logger = logging.getLogger(__name__)
+from omegaconf import MISSING
 
 # ---- choices (str-valued: they compare equal to their names) ---------------------------------
 
@@ -52,6 +37,13 @@ class Norm(str, Enum):
 class PsOp(str, Enum):
     pool = "pool"
     align = "align"
+    deform = "deform"  # Deformable R-FCN: learned bin offsets
+
+
+class BoxNms(str, Enum):
+    nms = "nms"
+    soft_linear = "soft_linear"
+    soft_gaussian = "soft_gaussian"
 
 
 # ---- schemas ---------------------------------------------------------------------------------
@@ -104,13 +96,16 @@ class ModelConfig:
     name: str = "rfcn_resnet18"
     weights: str | None = None  # an rfcn checkpoint to fine-tune from
     weights_backbone: str | None = None  # torchvision weights enum name or a local file
-    min_size: int | None = None
-    max_size: int | None = None
+    # int, or "auto": chosen from the training set's box sizes within the budget (sizing.*)
+    min_size: Any = None
+    max_size: Any = None
+    # multi-scale training: list of shorter sides, or "auto" (0.8-1.2 x min_size)
+    train_min_sizes: Any = None
     size_divisible: int | None = None
     image_mean: list[float] | None = None
     image_std: list[float] | None = None
-    anchor_sizes: list[int] | None = None
-    aspect_ratios: list[float] | None = None
+    anchor_sizes: Any = None  # list of sizes, or "auto" (fitted to the resized boxes)
+    aspect_ratios: Any = None  # list of h/w ratios, or "auto"
     rpn_dim: int | None = None
     rpn_pre_nms_top_n_train: int | None = None
     rpn_pre_nms_top_n_test: int | None = None
@@ -126,6 +121,8 @@ class ModelConfig:
     head_dim: int | None = None
     class_agnostic_bbox: bool | None = None
     ps_op: PsOp | None = None
+    deform_trans_std: float | None = None
+    deform_sample_per_part: int | None = None
     box_fg_iou_thresh: float | None = None
     box_bg_iou_thresh: float | None = None
     box_batch_size_per_image: int | None = None
@@ -136,18 +133,37 @@ class ModelConfig:
     box_score_thresh: float | None = None
     box_nms_thresh: float | None = None
     box_detections_per_img: int | None = None
+    box_nms: BoxNms | None = None
+    soft_nms_sigma: float | None = None
+    soft_nms_min_score: float | None = None
     norm: Norm | None = None
     trainable_layers: int | None = None
+    deform_conv5: bool | None = None
 
 
 @dataclass
 class AugConfig:
-    """Training augmentation. Sizes default to the model's min_size / max_size."""
+    """Training augmentation (multi-scale training is model.train_min_sizes)."""
 
-    min_sizes: list[int] | None = None
-    max_size: int | None = None
     flip_prob: float = 0.5
-    color_jitter: float = 0.0
+    vflip_prob: float = 0.0  # for data without an up (microscopy, aerial)
+    color_jitter: float = 0.0  # brightness, contrast, saturation factors in [1 - s, 1 + s]
+    hue: float = 0.0  # hue shift, fraction of the colour circle
+    crop_prob: float = 0.0  # random crop (then resize: zoom-in scale jitter)
+    crop_min_scale: float = 0.6  # smallest crop side, fraction of the image's
+
+
+@dataclass
+class SizingConfig:
+    """What `model.min_size=auto` / `anchor_sizes=auto` aim at (rfcn.data.sizing)."""
+
+    target_object_px: float = 20.0  # the small objects' side after resizing
+    percentile: float = 5.0  # which box side counts as small
+    step_pixels: int = 140_000  # images per step x pixels per image: the compute budget
+    min_ims_per_batch: int = 2  # the budget trades images per step for pixels down to this
+    max_upscale: float = 2.0
+    min_short: int = 128
+    max_short: int = 800
 
 
 @dataclass
@@ -202,7 +218,22 @@ class TrainAppConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     dataset: DatasetConfig = MISSING
     aug: AugConfig = field(default_factory=AugConfig)
+    sizing: SizingConfig = field(default_factory=SizingConfig)
     output_dir: str | None = None  # None: Hydra's run dir (tools) or the working directory
+
+
+@dataclass
+class TestConfig:
+    """Test-time options of tools/eval.py and tools/infer.py (None: the checkpoint's)."""
+
+    scales: list[int] = field(default_factory=list)  # shorter sides (empty: the model's own)
+    flip: bool = False  # also the mirrored image; passes merged before the final NMS
+    box_nms: BoxNms | None = None  # nms | soft_linear | soft_gaussian
+    soft_nms_sigma: float | None = None
+    soft_nms_min_score: float | None = None
+    box_nms_thresh: float | None = None
+    box_score_thresh: float | None = None
+    box_detections_per_img: int | None = None
 
 
 @dataclass
@@ -212,18 +243,45 @@ class EvalAppConfig:
     device: str = "auto"
     num_workers: int = 2
     output_dir: str | None = None
+    test: TestConfig = field(default_factory=TestConfig)
     analysis: bool = True  # confusion matrix, PR curves, COCO error breakdown (PNG + JSON)
     confusion_iou_thresh: float = 0.5
     confusion_score_thresh: float = 0.3  # detections below it are not in the matrix
 
 
+class Runtime(str, Enum):
+    torch = "torch"  # the checkpoint, in PyTorch
+    onnxruntime = "onnxruntime"  # an ONNX file of tools/export.py
+    pt2 = "pt2"  # a torch.export file of tools/export.py
+
+
+class ExportFormat(str, Enum):
+    onnx = "onnx"
+    pt2 = "pt2"
+
+
+@dataclass
+class ExportAppConfig:
+    """tools/export.py: the whole detector (resize .. post-processing) as one file."""
+
+    checkpoint: str = MISSING
+    format: ExportFormat = ExportFormat.onnx
+    output: str = MISSING  # the file to write (model.onnx / model.pt2)
+    opset: int = 18
+    example_size: list[int] = field(default_factory=lambda: [480, 640])  # (h, w), any runs
+    test: TestConfig = field(default_factory=TestConfig)  # post-processing overrides
+
+
 @dataclass
 class InferAppConfig:
-    checkpoint: str = MISSING
+    checkpoint: str | None = None  # runtime=torch
+    runtime: Runtime = Runtime.torch
+    model: str | None = None  # the exported file for runtime=onnxruntime / pt2
     input: str = MISSING  # an image or a folder of images
     output: str = MISSING  # folder for drawn images and detections.json
     device: str = "auto"
     score_thresh: float = 0.5
+    test: TestConfig = field(default_factory=TestConfig)
 
 
 class Split(str, Enum):
@@ -238,6 +296,7 @@ class BrowseAppConfig:
     model: ModelConfig = field(default_factory=ModelConfig)  # sizes of the training transforms
     dataset: DatasetConfig = MISSING
     aug: AugConfig = field(default_factory=AugConfig)
+    sizing: SizingConfig = field(default_factory=SizingConfig)
     split: Split = Split.train
     output: str = MISSING  # folder for the drawn images, statistics and histograms
     n: int = 16  # images drawn (seeded sample); 0: none, statistics only
@@ -258,88 +317,3 @@ class BenchmarkAppConfig:
     runs: int = 10
     warmup: int = 2
     json: bool = False  # also print the numbers as one JSON line
-
-
-def _from_scratch(weights_backbone: Any, value: Any) -> Any:
-    """`${rfcn.from_scratch:${.weights_backbone},VALUE}`: VALUE for a trunk trained from
-    scratch, None (the builder's pretrained default) when it starts from ImageNet weights."""
-    return None if weights_backbone else value
-
-
-OmegaConf.register_new_resolver("rfcn.from_scratch", _from_scratch, replace=True)
-
-
-def register_configs() -> None:
-    """Register the schemas; config files name them in their defaults lists."""
-    cs = ConfigStore.instance()
-    cs.store(name="train_schema", node=TrainAppConfig)
-    cs.store(name="eval_schema", node=EvalAppConfig)
-    cs.store(name="infer_schema", node=InferAppConfig)
-    cs.store(name="browse_schema", node=BrowseAppConfig)
-    cs.store(name="benchmark_schema", node=BenchmarkAppConfig)
-    cs.store(group="model", name="model_schema", node=ModelConfig)
-    cs.store(group="solver", name="solver_schema", node=SolverConfig)
-    cs.store(group="dataset", name="synthetic_schema", node=SyntheticDatasetConfig)
-    cs.store(group="dataset", name="coco_schema", node=CocoDatasetConfig)
-    cs.store(group="dataset", name="coco_json_schema", node=CocoJsonDatasetConfig)
-    cs.store(group="dataset", name="voc_schema", node=VOCDatasetConfig)
-
-
-register_configs()
-
-DATASET_SCHEMAS: dict[str, type[DatasetConfig]] = {
-    "synthetic": SyntheticDatasetConfig,
-    "coco": CocoDatasetConfig,
-    "coco_json": CocoJsonDatasetConfig,
-    "voc": VOCDatasetConfig,
-}
-
-# ---- conversions ------------------------------------------------------------------------------
-
-
-def plain(node: Any) -> Any:
-    """A config node as plain containers (choices as their names), for constructors."""
-    if isinstance(node, DictConfig) or OmegaConf.is_list(node):
-        return OmegaConf.to_container(node, resolve=True, enum_to_str=True)
-    if isinstance(node, Enum):
-        return node.value
-    return node
-
-
-def to_yaml(cfg: DictConfig) -> str:
-    """The resolved config as YAML (stored in checkpoints)."""
-    return OmegaConf.to_yaml(cfg, resolve=True)
-
-
-def from_yaml(text: str) -> DictConfig:
-    return OmegaConf.create(text)
-
-
-def model_kwargs(model_cfg: Any) -> dict[str, Any]:
-    """The model node's builder options: every set field except name / weights /
-    weights_backbone, as plain values."""
-    values = plain(model_cfg)
-    assert isinstance(values, dict)
-    skip = {"name", "weights", "weights_backbone"}
-    return {k: v for k, v in values.items() if k not in skip and v is not None}
-
-
-def validate_dataset_config(dataset_cfg: DictConfig | dict[str, Any]) -> DictConfig:
-    """A dataset node checked against its schema (by `name`); unknown keys raise."""
-    node = OmegaConf.create(dataset_cfg) if isinstance(dataset_cfg, dict) else dataset_cfg
-    name = node.get("name")
-    if name not in DATASET_SCHEMAS:
-        raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(DATASET_SCHEMAS)}")
-    return OmegaConf.merge(OmegaConf.structured(DATASET_SCHEMAS[name]), node)
-
-
-def resolve_output_dir(cfg: DictConfig) -> Path:
-    """`cfg.output_dir`, else Hydra's run dir when running under Hydra, else the cwd."""
-    if cfg.get("output_dir"):
-        return Path(os.path.expanduser(str(cfg.output_dir)))
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        return Path(HydraConfig.get().runtime.output_dir)
-    except ValueError:  # not running under @hydra.main
-        return Path.cwd()

@@ -1,0 +1,129 @@
+"""Data-aware sizing: the input size, the images per step and the RPN anchors chosen from the
+training set's box statistics (`rfcn.data.statistics`), as ultralytics' autoanchor does for
+YOLO, within a compute budget.
+
+- Input size: R-FCN sees the image at stride 16, so an object needs a couple of feature cells
+  to be found and placed; the scale is chosen so that the small objects (the `percentile`-th
+  box side) reach `target_object_px` pixels after resizing, then capped: never more pixels
+  per step than `step_pixels` (images per step x pixels per image, convolutions cost in
+  proportion), never above `max_upscale` times the original, never a shorter side outside
+  [`min_short`, `max_short`].
+- Images per step: as many as the budget allows at that size, at most the configured number
+  and at least `min_ims_per_batch` (a larger image is worth more than a larger batch to a
+  detector: each image holds many RoIs).
+- Anchors: sizes log-spaced (at most a factor 2 apart) over the 1st..99th percentile of the
+  resized box sides, aspect ratios at the 10th / 50th / 90th percentile of the boxes' h/w
+  (merged when close); `anchor_coverage` is the share of boxes some anchor of the same centre
+  overlaps with IoU >= 0.5, logged for the chosen and the default anchors.
+
+Shape shorthand: N images, B boxes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["SizingBudget", "SizingChoice", "anchor_coverage", "choose_anchors", "choose_size"]
+
+STRIDE = 16
+
+
+@dataclass(frozen=True)
+class SizingBudget:
+    """What the automatic choice aims at and may spend."""
+
+    target_object_px: float = 20.0  # small objects' side after resizing
+    percentile: float = 5.0  # which box side counts as "small"
+    step_pixels: int = 140_000  # images per step x pixels per image, per process
+    min_ims_per_batch: int = 2
+    max_upscale: float = 2.0
+    min_short: int = 128
+    max_short: int = 800
+
+
+@dataclass(frozen=True)
+class SizingChoice:
+    min_size: int
+    max_size: int
+    ims_per_batch: int
+    scale: float  # of the typical image
+    small_object_px: float  # the small objects' side after resizing
+    notes: dict[str, float] = field(default_factory=dict)
+
+
+def _round_to(value: float, multiple: int) -> int:
+    return max(multiple, int(round(value / multiple)) * multiple)
+
+
+def choose_size(
+    image_hw: np.ndarray, box_sides: np.ndarray, max_ims_per_batch: int,
+    budget: SizingBudget = SizingBudget(),
+) -> SizingChoice:
+    """Input size and images per step.
+
+    Args:
+        image_hw: int[N, 2] image sizes (h, w) of the training set.
+        box_sides: float[B] sqrt(area) of the training boxes in original pixels.
+        max_ims_per_batch: the configured images per step (the most the choice keeps).
+    """
+    if len(image_hw) == 0:
+        raise ValueError("automatic sizing needs a training set with images")
+    short = float(np.median(np.min(image_hw, axis=1)))
+    long = float(np.median(np.max(image_hw, axis=1)))
+    aspect = float(np.percentile(np.max(image_hw, axis=1) / np.min(image_hw, axis=1), 95))
+    small = float(np.percentile(box_sides, budget.percentile)) if len(box_sides) else short / 8
+    want = budget.target_object_px / max(small, 1e-6)
+    ims = max(1, min(max_ims_per_batch, budget.min_ims_per_batch))
+    by_budget = math.sqrt(budget.step_pixels / (ims * short * long))
+    scale = min(want, by_budget, budget.max_upscale)
+    scale = min(max(scale, budget.min_short / short), budget.max_short / short)
+    min_size = _round_to(short * scale, 8)
+    while min_size > 8 and ims * min_size * min_size * long / short > budget.step_pixels \
+            and min_size > budget.min_short:  # rounding must not break the budget
+        min_size -= 8
+    max_size = _round_to(min_size * aspect, 8)
+    pixels = min_size * min_size * long / short
+    fits = int(budget.step_pixels // max(pixels, 1.0))
+    ims_per_batch = max(min(max_ims_per_batch, budget.min_ims_per_batch),
+                        min(max_ims_per_batch, fits))
+    scale = min_size / short
+    return SizingChoice(min_size, max_size, ims_per_batch, scale, small * scale,
+                        {"wanted_scale": want, "budget_scale": by_budget, "small_px": small})
+
+
+def _nice_ratio(r: float) -> float:
+    return float(round(r * 20) / 20)  # steps of 0.05
+
+
+def choose_anchors(box_wh: np.ndarray) -> tuple[tuple[int, ...], tuple[float, ...]]:
+    """Anchor sizes and aspect ratios (h/w) for boxes float[B, 2] (w, h) in resized pixels."""
+    if len(box_wh) == 0:
+        return (32, 64, 128, 256), (0.5, 1.0, 2.0)
+    sides = np.sqrt(box_wh[:, 0] * box_wh[:, 1])
+    lo, hi = (float(np.percentile(sides, p)) for p in (1, 99))
+    n = max(2, math.ceil(math.log2(max(hi / max(lo, 1e-6), 1.0))) + 1)
+    sizes = sorted({max(4, int(round(s))) for s in np.geomspace(lo, hi, n)})
+    aspect = box_wh[:, 1] / np.maximum(box_wh[:, 0], 1e-6)
+    ratios: list[float] = []
+    for q in (10, 50, 90):
+        r = _nice_ratio(float(np.percentile(aspect, q)))
+        if not ratios or r / ratios[-1] > 1.15:  # merge ratios within 15%
+            ratios.append(max(r, 0.05))
+    return tuple(sizes), tuple(ratios)
+
+
+def anchor_coverage(
+    box_wh: np.ndarray, sizes: tuple[int, ...], ratios: tuple[float, ...], iou: float = 0.5
+) -> float:
+    """Share of boxes (w, h) that an anchor of the same centre overlaps with IoU >= `iou`
+    (torchvision's anchors: w = size / sqrt(r), h = size * sqrt(r))."""
+    if len(box_wh) == 0:
+        return 1.0
+    a = np.array([(s / math.sqrt(r), s * math.sqrt(r)) for s in sizes for r in ratios])
+    w, h = box_wh[:, :1], box_wh[:, 1:]
+    inter = np.minimum(w, a[None, :, 0]) * np.minimum(h, a[None, :, 1])
+    union = w * h + a[None, :, 0] * a[None, :, 1] - inter
+    return float(np.mean((inter / union).max(axis=1) >= iou))

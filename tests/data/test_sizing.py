@@ -1,0 +1,86 @@
+"""Data-aware sizing (issue 12): input size, images per step and anchors chosen from the
+training boxes within the compute budget; explicit values win; the choice is stored."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rfcn.data.sizing import SizingBudget, anchor_coverage, choose_anchors, choose_size
+
+CONFIGS = str(Path(__file__).resolve().parents[2] / "configs")
+
+
+def compose_train(overrides: list[str]):
+    import hydra
+
+    import rfcn.config  # noqa: F401  (registers the schemas)
+
+    with hydra.initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
+        return hydra.compose("train", overrides=overrides)
+
+
+def _boxes(rng: np.random.Generator, n: int, median: float) -> np.ndarray:
+    return np.exp(rng.normal(np.log(median), 0.35, size=n))
+
+
+def test_square_shapes_keep_the_quickstart_size() -> None:
+    """The synthetic set's statistics (256 px images, p5 box side ~32 px) give the tuned
+    quickstart: 160 px, 4 images per step."""
+    rng = np.random.default_rng(0)
+    sides = np.clip(_boxes(rng, 5000, 56), 20, 120)
+    choice = choose_size(np.full((2000, 2), 256), sides, 4)
+    assert (choice.min_size, choice.ims_per_batch) == (160, 4)
+
+
+def test_small_objects_in_large_photos_get_pixels_within_the_budget() -> None:
+    rng = np.random.default_rng(1)
+    sides = np.concatenate([_boxes(rng, 300, 40), _boxes(rng, 3000, 100)])
+    budget = SizingBudget()
+    choice = choose_size(np.tile([480, 640], (300, 1)), sides, 4, budget)
+    assert choice.small_object_px >= budget.target_object_px * 0.9
+    pixels = choice.min_size * choice.min_size * 640 / 480
+    assert choice.ims_per_batch * pixels <= budget.step_pixels
+    assert choice.ims_per_batch >= budget.min_ims_per_batch
+    tight = choose_size(np.tile([480, 640], (300, 1)), sides, 4,
+                        SizingBudget(step_pixels=60_000))
+    assert tight.min_size < choice.min_size  # the budget caps the scale
+    tiny = np.tile([60, 80], (10, 1))  # tiny objects in tiny images: upscaled at most 2x ...
+    assert choose_size(tiny, np.full(10, 4.0), 4, SizingBudget(min_short=64)).scale <= 2.0
+    assert choose_size(tiny, np.full(10, 4.0), 4).min_size == 128  # ... unless below min_short
+
+
+def test_anchors_cover_the_boxes() -> None:
+    rng = np.random.default_rng(2)
+    w = _boxes(rng, 4000, 30)
+    wh = np.stack([w, w * np.exp(rng.normal(0.3, 0.2, 4000))], axis=1)  # taller than wide
+    sizes, ratios = choose_anchors(wh)
+    assert anchor_coverage(wh, sizes, ratios) >= 0.95
+    assert anchor_coverage(wh, (64, 128, 256, 512), (0.5, 1.0, 2.0)) < 0.5
+    assert all(b / a <= 2.05 for a, b in zip(sizes, sizes[1:], strict=False))
+    assert ratios[len(ratios) // 2] == pytest.approx(np.exp(0.3), abs=0.1)
+
+
+def test_auto_keys_resolve_in_the_config_and_explicit_values_win(tmp_path: Path) -> None:
+    from rfcn import build
+
+    cfg = compose_train([f"dataset.root={tmp_path}", "dataset.num_train=20",
+                            "dataset.num_val=2", "dataset.image_size=256", "model.min_size=auto",
+                            "model.max_size=auto", "model.anchor_sizes=auto",
+                            "model.aspect_ratios=[0.5,1.0,2.0]", "model.train_min_sizes=auto"])
+    train, _ = build.build_datasets(cfg.dataset)
+    chosen = build.apply_auto_sizing(cfg, train)
+    assert set(chosen) >= {"min_size", "max_size", "anchor_sizes", "train_min_sizes"}
+    assert "aspect_ratios" not in chosen and list(cfg.model.aspect_ratios) == [0.5, 1.0, 2.0]
+    spec = build.config_spec(cfg.model, 5)
+    assert spec.images.min_size == chosen["min_size"]
+    assert spec.images.training_sizes == tuple(chosen["train_min_sizes"])
+    assert spec.rpn.anchor_sizes == tuple(chosen["anchor_sizes"])
+    bad = compose_train(["model.min_size=big"])
+    with pytest.raises(ValueError, match="min_size"):
+        build.apply_auto_sizing(bad, train)
+    left = compose_train(["model.min_size=auto"])
+    with pytest.raises(ValueError, match="auto"):
+        build.config_spec(left.model, 5)

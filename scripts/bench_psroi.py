@@ -21,6 +21,7 @@ import statistics
 import time
 from collections.abc import Callable
 
+import numba
 import torch
 import torchvision.ops as tvo
 
@@ -169,6 +170,7 @@ def main() -> None:
     if args.cuda and not torch.cuda.is_available():
         parser.error("--cuda: no CUDA device")
     if args.threads:
+        numba.get_num_threads()  # start Numba's threading layer first: it resets torch's count
         torch.set_num_threads(args.threads)
     device = (
         torch.cuda.get_device_name() if args.cuda else f"CPU, {torch.get_num_threads()} threads"

@@ -57,6 +57,11 @@ def configure_threads(num_threads: int | None, num_workers: int) -> int:
     cores = cores or 1
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     threads = num_threads or max(1, cores // local_world)
+    # Numba's OpenMP threading layer resets torch's thread count when it starts (at the first
+    # parallel PS RoI kernel): start it first, or train.num_threads would be silently undone.
+    import numba
+
+    numba.get_num_threads()
     torch.set_num_threads(threads)
     # OpenCV's thread pool does not survive fork(): a data worker forked while the pool is
     # live can deadlock in its first cv2 call. One OpenCV thread in the main process (it only

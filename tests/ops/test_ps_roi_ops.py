@@ -225,3 +225,19 @@ def test_many_channels_split_in_chunks(op, dtype):
     x64 = x.double().requires_grad_()
     spec["fn"](x64, rois.double(), ph, SCALE, *spec["extra"]).sum().backward()
     torch.testing.assert_close(xr.grad, x64.grad.to(dtype), msg=f"seed={seed}")
+
+
+def test_thread_setup_survives_the_first_kernel() -> None:
+    """Numba's threading layer resets torch's thread count when it starts; the process setup
+    starts it first, so `train.num_threads` holds after the first PS RoI kernel."""
+    import subprocess
+    import sys
+
+    code = ("import torch; from rfcn.engine.process import configure_threads; "
+            "configure_threads(1, 0); from rfcn.ops import ps_roi_align; "
+            "ps_roi_align(torch.rand(1, 18, 10, 10), torch.tensor([[0, 1.0, 1, 50, 50]]), 3, "
+            "1 / 16, 2); print(torch.get_num_threads())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "1"

@@ -4,6 +4,7 @@ breakdown and the training step, all measured in one process on the same input.
     python scripts/bench_detector.py                 # CPU, defaults (< 5 min on 2 idle cores)
     python scripts/bench_detector.py --device cuda --runs 10 --warmup 3
     python scripts/bench_detector.py --quick         # small smoke run
+    python scripts/bench_detector.py --runtime eager compile onnxruntime int8   # CPU runtimes
 
 Setup (printed with the results):
 - Random weights (no download), one 600×900 image (seeded uniform noise), min_size 600,
@@ -32,26 +33,49 @@ Setup (printed with the results):
 - Training: one image with 5 random boxes, forward + backward + SGD step (lr 1e-5), each
   builder's random-init defaults (R-FCN: GroupNorm, OHEM over 300 proposals; torchvision:
   BatchNorm, 2000 proposals, 512 sampled RoIs).
+- Runtimes (--runtime, CPU): "eager" is the sections above (and the training step). Any other
+  runtime adds a table in which R-FCN (300 proposals) and torchvision's Faster R-CNN run
+  through each requested runtime (eager, compile, onnxruntime, int8; see bench_runtimes.py for
+  how each is built), interleaved with torchvision's model as shipped: per row the median
+  time, the speed-up over torchvision as shipped and, for R-FCN, the ratio to torchvision
+  through the same runtime (the structural lead). Export, quantisation and compilation (with
+  its first call) are timed once, printed, and kept out of the medians; onnxruntime gets
+  torch's intra-op thread count. int8 is calibrated on training images of the synthetic
+  dataset (--calibration-images, default 16) resized to the input size; it changes the
+  detections, scripts/runtime_ap.py measures by how much.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
 import logging
-import os
-import platform
 import statistics
 import sys
 import time
-from collections import defaultdict
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import numba
 import torch
 import torchvision
+from bench_runtimes import (
+    COMPILE_MODES,
+    COMPILE_SCOPES,
+    RUNTIMES,
+    SYNTHETIC_ROOT,
+    runtime_section,
+)
+from bench_timing import (
+    ProposalCounter,
+    StageTimer,
+    environment,
+    fmt_s,
+    instrument_rfcn,
+    instrument_torchvision,
+    interleaved,
+    stage_table,
+    table,
+)
 from torch import Tensor, nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
@@ -65,115 +89,20 @@ SPEEDUP_GOAL = 2.0
 CURVE_GOAL = 1.10
 
 
-# ---- timing -----------------------------------------------------------------------------------
-
-
-class StageTimer:
-    """Accumulates wall time per stage name by wrapping callables on instances."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.current: dict[str, float] = defaultdict(float)
-        self.history: dict[str, list[float]] = defaultdict(list)
-
-    def sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
-    def wrap(self, obj: Any, attr: str, stage: str) -> None:
-        """Replace obj.attr (a bound method or callable) by a timed version of itself."""
-        fn = getattr(obj, attr)
-
-        def timed(*args: Any, **kwargs: Any) -> Any:
-            self.sync()
-            t0 = time.perf_counter()
-            out = fn(*args, **kwargs)
-            self.sync()
-            self.current[stage] += time.perf_counter() - t0
-            return out
-
-        setattr(obj, attr, timed)
-
-    def commit(self, total: float) -> None:
-        named = sum(self.current.values())
-        for k, v in self.current.items():
-            self.history[k].append(v)
-        self.history["other"].append(max(total - named, 0.0))
-        self.history["total"].append(total)
-        self.current = defaultdict(float)
-
-    def discard(self) -> None:
-        self.current = defaultdict(float)
-
-    def medians(self) -> dict[str, float]:
-        return {k: statistics.median(v) for k, v in self.history.items()}
-
-
-def instrument_rfcn(model: nn.Module, timer: StageTimer) -> None:
-    timer.wrap(model.transform, "forward", "transform (normalise, resize)")
-    timer.wrap(model.trunk, "forward", "trunk (dilated ResNet)")
-    timer.wrap(model.rpn, "forward", "RPN (head, decode, NMS)")
-    timer.wrap(model.head, "score_maps", "score maps (1×1 convs)")
-    timer.wrap(model.head, "pool_and_vote", "PS RoI pooling + vote")
-    timer.wrap(model, "postprocessor", "post-processing")
-    timer.wrap(model.transform, "postprocess", "post-processing")
-
-
-def instrument_torchvision(model: nn.Module, timer: StageTimer) -> None:
-    timer.wrap(model.transform, "forward", "transform (normalise, resize)")
-    timer.wrap(model.backbone.body, "forward", "trunk (ResNet)")
-    timer.wrap(model.backbone.fpn, "forward", "FPN")
-    timer.wrap(model.rpn, "forward", "RPN (head, decode, NMS)")
-    heads = model.roi_heads
-    timer.wrap(heads.box_roi_pool, "forward", "RoIAlign (multi-scale)")
-    timer.wrap(heads.box_head, "forward", "box head (2 FC per RoI)")
-    timer.wrap(heads.box_predictor, "forward", "box predictor")
-    timer.wrap(heads, "postprocess_detections", "post-processing")
-    timer.wrap(model.transform, "postprocess", "post-processing")
-
-
-class ProposalCounter:
-    """Records how many proposals the RPN emitted per image (forward hook, read-only)."""
-
-    def __init__(self, rpn: nn.Module) -> None:
-        self.counts: list[int] = []
-        rpn.register_forward_hook(self._hook)
-
-    def _hook(self, module: nn.Module, inputs: Any, output: Any) -> None:
-        self.counts = [int(b.shape[0]) for b in output[0]]
-
-
-def interleaved(
-    fns: dict[str, Callable[[], Any]], runs: int, warmup: int, device: torch.device,
-    timers: dict[str, StageTimer] | None = None,
-) -> dict[str, list[float]]:
-    """Run every fn warmup + runs times, interleaved; wall times of the timed runs."""
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for i in range(warmup + runs):
-        for name, fn in fns.items():
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            t0 = time.perf_counter()
-            fn()
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            dt = time.perf_counter() - t0
-            timer = (timers or {}).get(name)
-            if i >= warmup:
-                times[name].append(dt)
-                if timer is not None:
-                    timer.commit(dt)
-            elif timer is not None:
-                timer.discard()
-    return times
-
-
 # ---- models -----------------------------------------------------------------------------------
 
 
 def build_rfcn(
     size: tuple[int, int], post_nms: int, device: torch.device, score_thresh: float
 ) -> nn.Module:
+    """The benchmarked R-FCN as inference runs it: through inference_copy."""
+    return inference_copy(build_rfcn_model(size, post_nms, device, score_thresh))
+
+
+def build_rfcn_model(
+    size: tuple[int, int], post_nms: int, device: torch.device, score_thresh: float
+) -> nn.Module:
+    """R-FCN R-50, frozen BN with trained-like statistics, eval mode (no inference copy)."""
     torch.manual_seed(0)  # every R-FCN of the run has the same weights
     # (the builder warns that frozen BN without ImageNet weights is the identity: the
     # statistics are set below)
@@ -183,7 +112,7 @@ def build_rfcn(
         box_score_thresh=score_thresh, norm="frozen_bn",
     ).to(device)
     _randomise_frozen_bn(model)
-    return inference_copy(model)
+    return model.eval()
 
 
 def build_rfcn_for_training(size: tuple[int, int], device: torch.device) -> nn.Module:
@@ -233,53 +162,15 @@ def train_mode(model: nn.Module) -> Iterator[None]:
         model.eval()
 
 
-# ---- report -----------------------------------------------------------------------------------
-
-
-def fmt_s(t: float) -> str:
-    return f"{t * 1000:.0f} ms" if t < 1 else f"{t:.2f} s"
-
-
-def table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
-
-
-def stage_table(columns: list[tuple[str, dict[str, float]]]) -> str:
-    """Rows: stages (in first-seen order, "other" and "total" last); one column per model."""
-    stages: list[str] = []
-    for _, med in columns:
-        stages += [k for k in med if k not in stages and k not in ("other", "total")]
-    rows = []
-    for stage in [*stages, "other", "total"]:
-        row = [stage]
-        for _, med in columns:
-            t, total = med.get(stage, 0.0), med["total"]
-            row.append(f"{fmt_s(t)} ({100 * t / total:.0f}%)")
-        rows.append(row)
-    return table(["stage", *(name for name, _ in columns)], rows)
-
-
-def environment(device: torch.device) -> str:
-    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    gpu = f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
-    return (
-        f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
-        f"{platform.machine()} {cores} cores{gpu}, load average "
-        f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; torch {torch.__version__} "
-        f"(intra-op threads {torch.get_num_threads()}, inter-op "
-        f"{torch.get_num_interop_threads()}), torchvision {torchvision.__version__}, "
-        f"numba {numba.__version__} (threads {numba.get_num_threads()})"
-    )
-
-
 # ---- sections ---------------------------------------------------------------------------------
 
 
 def run(args: argparse.Namespace) -> int:
     device = torch.device(args.device)
+    # Numba's OpenMP threading layer resets the process's OpenMP thread count (torch's
+    # intra-op threads) when it starts, at the first numba.get_num_threads() or parallel
+    # kernel: start it before choosing torch's threads, or the choice is silently undone.
+    numba.get_num_threads()
     if args.quick:  # tiny ops: a second thread only adds synchronisation on a busy machine
         torch.set_num_threads(1)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -293,8 +184,26 @@ def run(args: argparse.Namespace) -> int:
     print(f"{environment(device)}\n")
     print(f"Input 1 × 3 × {size[0]} × {size[1]}, {NUM_CLASSES} classes, random weights, "
           f"box_score_thresh={args.score_thresh:g} for both models; median of {args.runs} "
-          f"runs after {args.warmup} warm-up runs.\n")
+          f"runs after {args.warmup} warm-up runs; runtimes: {', '.join(args.runtime)}.\n")
+    eager = "eager" in args.runtime
+    if eager:
+        eager_sections(args, size, image, device)
+    if any(r != "eager" for r in args.runtime):
+        compare_n = COMPARE_PROPOSALS if COMPARE_PROPOSALS in args.proposals else args.proposals[0]
+        runtime_section(args, build_rfcn_model(size, compare_n, device, args.score_thresh),
+                        build_torchvision(size, device, args.score_thresh), image, device)
+    if eager and not args.no_train:
+        tv = None if args.quick else build_torchvision(size, device, args.score_thresh)
+        train_section(args, build_rfcn_for_training(size, device), tv, image, device)
+    print(f"Benchmark wall time {time.perf_counter() - started:.0f} s.")
+    return 0
 
+
+def eager_sections(
+    args: argparse.Namespace, size: tuple[int, int], image: Tensor, device: torch.device
+) -> None:
+    """R-FCN vs Faster R-CNN, the cost curve and the per-stage breakdown: eager PyTorch, all
+    interleaved in one loop."""
     ladder = args.proposals
     compare_n = COMPARE_PROPOSALS if COMPARE_PROPOSALS in ladder else ladder[0]
     rfcns = {n: build_rfcn(size, n, device, args.score_thresh) for n in ladder}
@@ -302,6 +211,7 @@ def run(args: argparse.Namespace) -> int:
     tv = build_torchvision(size, device, args.score_thresh)
     tv_fast = inference_copy(tv)
     tv_counter = ProposalCounter(tv.rpn)
+
     def key(n: int) -> str:
         return "rfcn" if n == compare_n else f"rfcn{n}"
 
@@ -321,23 +231,36 @@ def run(args: argparse.Namespace) -> int:
             detections[name] = int(out[0]["boxes"].shape[0])
         return fn
 
-    # 1. R-FCN vs Faster R-CNN and the cost curve, interleaved in one loop
     fns: dict[str, Callable[[], None]] = {"tv": infer("tv", tv),
                                           "tv_fast": infer("tv_fast", tv_fast)}
     fns.update({key(n): infer(key(n), m) for n, m in rfcns.items()})
     times = interleaved(fns, args.runs, args.warmup, device, timers)
+    counts = {"tv": tv_counter.counts, **{key(n): c.counts for n, c in counters.items()}}
+    print_comparison(times, counts, detections)
+    print_cost_curve({n: key(n) for n in ladder}, compare_n, times, counts)
+    print("## Per-stage breakdown (medians per stage)\n")
+    print(stage_table([(f"R-FCN, {n} proposals", timers[key(n)].medians()) for n in ladder]))
+    print()
+    print(stage_table([("Faster R-CNN FPN, 300 proposals", timers["tv"].medians()),
+                       ("same, inference_copy", timers["tv_fast"].medians())]))
+    print()
+
+
+def print_comparison(times: dict[str, list[float]], counts: dict[str, list[int]],
+                     detections: dict[str, int]) -> None:
+    """The R-FCN vs Faster R-CNN table (keys rfcn, tv, tv_fast) and the speed-up goal."""
     med = {k: statistics.median(v) for k, v in times.items()}
     t_rfcn, t_tv = med["rfcn"], med["tv"]
     speedup = t_tv / t_rfcn
     print("## Inference: R-FCN R-50 vs torchvision Faster R-CNN R-50-FPN\n")
     print(table(
         ["model", "proposals emitted", "detections", "time / image", "runs", "speed-up"],
-        [["torchvision fasterrcnn_resnet50_fpn", str(tv_counter.counts), str(detections["tv"]),
+        [["torchvision fasterrcnn_resnet50_fpn", str(counts["tv"]), str(detections["tv"]),
           fmt_s(t_tv), " ".join(fmt_s(t) for t in times["tv"]), "1.00×"],
-         ["rfcn_resnet50", str(counters[compare_n].counts), str(detections["rfcn"]),
+         ["rfcn_resnet50", str(counts["rfcn"]), str(detections["rfcn"]),
           fmt_s(t_rfcn), " ".join(fmt_s(t) for t in times["rfcn"]), f"{speedup:.2f}×"],
          ["(for reference) fasterrcnn_resnet50_fpn through inference_copy",
-          str(tv_counter.counts), str(detections["tv_fast"]), fmt_s(med["tv_fast"]),
+          str(counts["tv"]), str(detections["tv_fast"]), fmt_s(med["tv_fast"]),
           " ".join(fmt_s(t) for t in times["tv_fast"]), f"{t_tv / med['tv_fast']:.2f}×"]],
     ))
     print(f"\nR-FCN vs the same Faster R-CNN through inference_copy: "
@@ -346,32 +269,22 @@ def run(args: argparse.Namespace) -> int:
     print(f"\nGoal R-FCN ≥ {SPEEDUP_GOAL:.1f}× faster: {'PASS' if ok else 'FAIL'} "
           f"({speedup:.2f}×)\n")
 
+
+def print_cost_curve(keys: dict[int, str], compare_n: int, times: dict[str, list[float]],
+                     counts: dict[str, list[int]]) -> None:
+    """R-FCN time per rpn_post_nms_top_n_test (keys: proposals -> times key)."""
+    med = {k: statistics.median(v) for k, v in times.items()}
     print("## Cost curve: R-FCN R-50 inference time vs test proposals\n")
-    base = t_rfcn
-    rows = []
-    for n in ladder:
-        t = med[key(n)]
-        rows.append([str(n), str(counters[n].counts), fmt_s(t), f"{t / base:.3f}×"])
+    base = med[keys[compare_n]]
+    rows = [[str(n), str(counts[k]), fmt_s(med[k]), f"{med[k] / base:.3f}×"]
+            for n, k in keys.items()]
     print(table(["rpn_post_nms_top_n_test", "proposals emitted", "time / image",
                  f"vs {compare_n}"], rows))
-    if ladder[-1] != compare_n:
-        top = med[f"rfcn{ladder[-1]}"] / base
-        print(f"\nGoal {ladder[-1]} proposals ≤ {CURVE_GOAL:.2f}× the time of {compare_n}: "
+    last = max(keys)
+    if last != compare_n:
+        top = med[keys[last]] / base
+        print(f"\nGoal {last} proposals ≤ {CURVE_GOAL:.2f}× the time of {compare_n}: "
               f"{'PASS' if top <= CURVE_GOAL else 'FAIL'} ({top:.3f}×)\n")
-
-    print("## Per-stage breakdown (medians per stage)\n")
-    print(stage_table([(f"R-FCN, {n} proposals", timers[key(n)].medians()) for n in ladder]))
-    print()
-    print(stage_table([("Faster R-CNN FPN, 300 proposals", timers["tv"].medians()),
-                       ("same, inference_copy", timers["tv_fast"].medians())]))
-    print()
-
-    if not args.no_train:
-        del rfcns, tv_fast
-        train_section(args, build_rfcn_for_training(size, device), None if args.quick else tv,
-                      image, device)
-    print(f"Benchmark wall time {time.perf_counter() - started:.0f} s.")
-    return 0
 
 
 def train_section(
@@ -420,7 +333,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--score-thresh", type=float, default=0.0,
                    help="box_score_thresh of both models (default 0: every candidate, see above)")
     p.add_argument("--no-train", action="store_true", help="skip the training-step section")
+    p.add_argument("--runtime", action="extend", nargs="+", choices=RUNTIMES, default=None,
+                   help="inference runtimes to measure (several allowed; default eager). eager: "
+                   "the sections below; any other adds the runtime table (CPU)")
+    p.add_argument("--compile-scope", choices=COMPILE_SCOPES, default="convs",
+                   help="compile: the convolutional parts (default) or the whole forward")
+    p.add_argument("--compile-mode", choices=COMPILE_MODES, default="default")
+    p.add_argument("--calibration-images", type=int, default=None,
+                   help="int8: calibration images (default 16, quick 2)")
+    p.add_argument("--calibration-root", default=SYNTHETIC_ROOT,
+                   help="int8: cache root of the synthetic dataset (default: the training "
+                   "default's, generated there on first use)")
     args = p.parse_args(argv)
+    args.runtime = list(dict.fromkeys(args.runtime or ["eager"]))
+    if args.calibration_images is None:
+        args.calibration_images = 2 if args.quick else 16
+    if args.calibration_images < 1:
+        p.error("--calibration-images must be >= 1")
     if args.quick:
         args.height, args.width, args.proposals = 96, 128, (100, 300)
         args.runs = 1 if args.runs is None else args.runs

@@ -11,10 +11,10 @@ YOLO, within a compute budget.
 - Images per step: as many as the budget allows at that size, at most the configured number
   and at least `min_ims_per_batch` (a larger image is worth more than a larger batch to a
   detector: each image holds many RoIs).
-- Anchors: sizes log-spaced (at most a factor 2 apart) over the 1st..99th percentile of the
-  resized box sides, aspect ratios at the 10th / 50th / 90th percentile of the boxes' h/w
-  (merged when close); `anchor_coverage` is the share of boxes some anchor of the same centre
-  overlaps with IoU >= 0.5, logged for the chosen and the default anchors.
+- Anchors: octave sizes (powers of two) over the 1st..99th percentile of the resized box
+  sides, ratios (0.5, 1, 2) widened only for strongly elongated boxes (`choose_anchors`);
+  `anchor_coverage` is the share of boxes some anchor of the same centre overlaps with
+  IoU >= 0.5, logged for the chosen and the builder's default anchors.
 
 Shape shorthand: N images, B boxes.
 """
@@ -94,25 +94,33 @@ def choose_size(
                         {"wanted_scale": want, "budget_scale": by_budget, "small_px": small})
 
 
-def _nice_ratio(r: float) -> float:
-    return float(round(r * 20) / 20)  # steps of 0.05
+DEFAULT_RATIOS = (0.5, 1.0, 2.0)
 
 
 def choose_anchors(box_wh: np.ndarray) -> tuple[tuple[int, ...], tuple[float, ...]]:
-    """Anchor sizes and aspect ratios (h/w) for boxes float[B, 2] (w, h) in resized pixels."""
+    """Anchor sizes and aspect ratios (h/w) for boxes float[B, 2] (w, h) in resized pixels.
+
+    Sizes are octaves (powers of two, as FPN lays its anchors out) from the one nearest the
+    1st percentile of the box sides up to the first at or above the 99th; ratios are the usual
+    (0.5, 1, 2), widened by an octave on a side where more than 5% of the boxes are more
+    elongated than the last ratio (measured: anchors fitted tightly to the boxes, e.g. sizes
+    17-70 and ratios 0.85/1.0 on the synthetic shapes, covered them better by IoU yet trained
+    a clearly worse RPN, AP50 0.77 vs 0.94).
+    """
     if len(box_wh) == 0:
-        return (32, 64, 128, 256), (0.5, 1.0, 2.0)
+        return (32, 64, 128, 256), DEFAULT_RATIOS
     sides = np.sqrt(box_wh[:, 0] * box_wh[:, 1])
     lo, hi = (float(np.percentile(sides, p)) for p in (1, 99))
-    n = max(2, math.ceil(math.log2(max(hi / max(lo, 1e-6), 1.0))) + 1)
-    sizes = sorted({max(4, int(round(s))) for s in np.geomspace(lo, hi, n)})
+    first = max(3, round(math.log2(max(lo, 8.0))))
+    last = max(first + 1, math.ceil(math.log2(max(hi, 1.0))))
+    sizes = tuple(2**k for k in range(first, last + 1))
     aspect = box_wh[:, 1] / np.maximum(box_wh[:, 0], 1e-6)
-    ratios: list[float] = []
-    for q in (10, 50, 90):
-        r = _nice_ratio(float(np.percentile(aspect, q)))
-        if not ratios or r / ratios[-1] > 1.15:  # merge ratios within 15%
-            ratios.append(max(r, 0.05))
-    return tuple(sizes), tuple(ratios)
+    ratios = list(DEFAULT_RATIOS)
+    while float(np.mean(aspect < ratios[0] / math.sqrt(2))) > 0.05 and ratios[0] > 1 / 16:
+        ratios.insert(0, ratios[0] / 2)
+    while float(np.mean(aspect > ratios[-1] * math.sqrt(2))) > 0.05 and ratios[-1] < 16:
+        ratios.append(ratios[-1] * 2)
+    return sizes, tuple(ratios)
 
 
 def anchor_coverage(

@@ -50,6 +50,20 @@ class Compose:
         return f"Compose({self.transforms!r})"
 
 
+def _flip(image: np.ndarray, target: Target, vertical: bool) -> tuple[np.ndarray, Target]:
+    """Mirror the image left-right (or top-bottom) and its boxes with it."""
+    b = target["boxes"]
+    if vertical:
+        h = image.shape[0]
+        image = np.ascontiguousarray(image[::-1])
+        flipped = torch.stack([b[:, 0], h - b[:, 3], b[:, 2], h - b[:, 1]], 1)
+    else:
+        w = image.shape[1]
+        image = np.ascontiguousarray(image[:, ::-1])
+        flipped = torch.stack([w - b[:, 2], b[:, 1], w - b[:, 0], b[:, 3]], 1)
+    return image, {**target, "boxes": flipped.reshape(-1, 4)}
+
+
 class RandomHorizontalFlip:
     def __init__(self, prob: float = 0.5) -> None:
         self.prob = prob
@@ -60,11 +74,7 @@ class RandomHorizontalFlip:
         # Always draw, so the stream of random numbers does not depend on `prob`.
         if rng.random() >= self.prob:
             return image, target
-        w = image.shape[1]
-        image = np.ascontiguousarray(image[:, ::-1])
-        boxes = target["boxes"]
-        flipped = torch.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], 1)
-        return image, {**target, "boxes": flipped.reshape(-1, 4)}
+        return _flip(image, target, vertical=False)
 
     def __repr__(self) -> str:
         return f"RandomHorizontalFlip(prob={self.prob})"
@@ -81,11 +91,7 @@ class RandomVerticalFlip:
     ) -> tuple[np.ndarray, Target]:
         if rng.random() >= self.prob:
             return image, target
-        h = image.shape[0]
-        image = np.ascontiguousarray(image[::-1])
-        boxes = target["boxes"]
-        flipped = torch.stack([boxes[:, 0], h - boxes[:, 3], boxes[:, 2], h - boxes[:, 1]], 1)
-        return image, {**target, "boxes": flipped.reshape(-1, 4)}
+        return _flip(image, target, vertical=True)
 
     def __repr__(self) -> str:
         return f"RandomVerticalFlip(prob={self.prob})"

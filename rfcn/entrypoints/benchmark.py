@@ -25,6 +25,7 @@ def benchmark(cfg: Any) -> dict[str, Any]:
         ckpt = load_checkpoint(os.path.expanduser(cfg.checkpoint))
         model = build.restore_model(ckpt, str(cfg.checkpoint))
     else:
+        build.resolve_without_data(cfg.model, tuple(cfg.image_size))
         model = build.build_model(cfg.model, int(cfg.num_classes), load_backbone=False)
     h, w = (int(v) for v in cfg.image_size)
     image = torch.rand(3, h, w, generator=torch.Generator().manual_seed(0))

@@ -13,6 +13,8 @@ CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
 
 # A small model and a few tiny images keep one iteration well under a second on 2 cores.
 TINY_MODEL = [
+    "model.train_min_sizes=null",
+    "model.aspect_ratios=[0.5,1.0,2.0]",
     "model.min_size=96",
     "model.max_size=96",
     "model.k=3",

@@ -26,6 +26,8 @@ SYNTH = {"num_train": 8, "num_val": 2, "image_size": 64, "seed": 0}
 
 # One iteration of this model is ~0.1-0.3 s of CPU: 64 px images, layer4 + heads trained.
 TINY_MODEL = [
+    "model.train_min_sizes=null",
+    "model.aspect_ratios=[0.5,1.0,2.0]",
     "model.min_size=64",
     "model.max_size=64",
     "model.k=3",

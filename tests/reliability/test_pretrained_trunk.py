@@ -123,7 +123,7 @@ def test_sigkill_then_resume_is_bit_exact(
     _assert_same_weights_and_optimizer(want, got)
     # what the checkpoint records decides the rebuilt model: frozen BN, stem + res2 frozen
     assert got["model_spec"]["trunk"] == {"arch": arch, "norm": "frozen_bn",
-                                          "trainable_layers": 3}
+                                          "trainable_layers": 3, "deform_conv5": False}
     trainable = _fresh_trainable(arch, backbone_files[arch], 5)
     assert len(got["optimizer"]["state"]) == len(trainable)
 

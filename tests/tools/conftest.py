@@ -10,7 +10,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 SYNTH = ["dataset.num_train=6", "dataset.num_val=3", "dataset.image_size=128"]
-TINY_MODEL = ["model.min_size=96", "model.max_size=128", "model.k=3", "model.head_dim=32",
+TINY_MODEL = ["model.train_min_sizes=null", "model.aspect_ratios=[0.5,1.0,2.0]",
+              "model.min_size=96", "model.max_size=128", "model.k=3", "model.head_dim=32",
               "model.rpn_dim=32", "model.anchor_sizes=[32,64]",
               "model.rpn_pre_nms_top_n_test=100", "model.rpn_post_nms_top_n_test=32",
               "model.rpn_pre_nms_top_n_train=100", "model.rpn_post_nms_top_n_train=32",

@@ -1,0 +1,135 @@
+"""Datasets, evaluators, training transforms and the training loader from their config nodes."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rfcn import config as rc
+from rfcn.data import CocoDetection, ConcatDetection, VOCDetection
+from rfcn.data.loader import build_train_loader
+from rfcn.data.synthetic import ensure_synthetic_dataset
+from rfcn.data.transforms import build_train_transforms as _train_transforms
+from rfcn.engine.coco_eval import CocoEvaluator
+from rfcn.engine.voc_eval import VOCEvaluator
+from rfcn.models import RFCN
+from rfcn.models.spec import RFCNSpec
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainingData:
+    """The two splits of a training run and the class mapping they share."""
+
+    name: str
+    train: Any
+    val: Any
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.train.class_names)
+
+    @property
+    def label_to_cat_id(self) -> dict[int, int]:
+        return {int(k): int(v) for k, v in self.train.label_to_cat_id.items()}
+
+
+def training_data(dataset_cfg: Any) -> TrainingData:
+    """Both splits, checked to have the same classes."""
+    train, val = build_datasets(dataset_cfg)
+    if list(val.class_names) != list(train.class_names):
+        raise ValueError(f"train and val splits have different classes: "
+                         f"{list(train.class_names)[1:]} vs {list(val.class_names)[1:]}")
+    logger.info("dataset %s: %d train / %d val images, %d classes", dataset_cfg.name,
+                len(train), len(val), len(train.class_names) - 1)
+    return TrainingData(str(dataset_cfg.name), train, val)
+
+
+def build_datasets(dataset_cfg: Any) -> tuple[Any, Any]:
+    """(train dataset, evaluation dataset) for `dataset_cfg.name`."""
+    name = dataset_cfg.name
+    if name == "synthetic":
+        splits = ensure_synthetic_dataset(
+            os.path.expanduser(dataset_cfg.root), num_train=dataset_cfg.num_train,
+            num_val=dataset_cfg.num_val, image_size=dataset_cfg.image_size,
+            seed=dataset_cfg.seed,
+        )
+        return CocoDetection(*splits["train"]), CocoDetection(*splits["val"])
+    if name == "voc":
+        root = os.path.expanduser(dataset_cfg.root)
+        parts = [VOCDetection(root, *_voc_set(s)) for s in dataset_cfg.train_sets]
+        train = parts[0] if len(parts) == 1 else ConcatDetection(parts)
+        return train, build_eval_dataset(dataset_cfg)
+    if name == "coco":
+        return _coco_split(dataset_cfg, dataset_cfg.train_split), build_eval_dataset(dataset_cfg)
+    if name == "coco_json":
+        tr = dataset_cfg.train
+        train = CocoDetection(os.path.expanduser(tr.img_dir), os.path.expanduser(tr.ann_file))
+        return train, build_eval_dataset(dataset_cfg)
+    raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(rc.DATASET_SCHEMAS)}")
+
+
+def build_eval_dataset(dataset_cfg: Any) -> Any:
+    """Only the evaluation split (the training split is not opened for VOC/COCO/coco_json)."""
+    name = dataset_cfg.name
+    if name == "coco":
+        return _coco_split(dataset_cfg, dataset_cfg.val_split)
+    if name == "coco_json":
+        va = dataset_cfg.val
+        return CocoDetection(os.path.expanduser(va.img_dir), os.path.expanduser(va.ann_file))
+    if name == "voc":
+        return VOCDetection(os.path.expanduser(dataset_cfg.root), *_voc_set(dataset_cfg.test_set))
+    return build_datasets(dataset_cfg)[1]
+
+
+def _coco_split(dataset_cfg: Any, split: str) -> CocoDetection:
+    root = Path(os.path.expanduser(dataset_cfg.root))
+    return CocoDetection(str(root / split), str(root / "annotations" / f"instances_{split}.json"))
+
+
+def _voc_set(spec: str) -> tuple[str, str]:
+    """ "2007_trainval" → ("2007", "trainval")."""
+    year, _, image_set = str(spec).partition("_")
+    if not year or not image_set:
+        raise ValueError(f"VOC set must look like '2007_trainval', got {spec!r}")
+    return year, image_set
+
+
+def build_evaluator(dataset_name: str, dataset: Any) -> Any:
+    """VOC mAP for `voc`, COCOeval on the dataset's own JSON otherwise; both score every image
+    of the dataset (an unreadable one counts as missed)."""
+    if dataset_name == "voc":
+        return VOCEvaluator.from_dataset(dataset)
+    return CocoEvaluator.from_dataset(dataset)
+
+
+def build_train_transforms(aug_cfg: Any, model: RFCN | RFCNSpec) -> Any:
+    """The data-side augmentation; the resize draws from the model's training sizes (its
+    `train_min_sizes`, else `min_size`) under its `max_size`, so the model's own resize then
+    leaves the images as they are."""
+    spec = model if isinstance(model, RFCNSpec) else model.spec
+    return _train_transforms(
+        list(spec.images.training_sizes), int(spec.images.max_size),
+        flip_prob=float(aug_cfg.flip_prob), color_jitter=float(aug_cfg.color_jitter),
+        hue=float(aug_cfg.hue), crop_prob=float(aug_cfg.crop_prob),
+        crop_min_scale=float(aug_cfg.crop_min_scale), vflip_prob=float(aug_cfg.vflip_prob),
+    )
+
+
+def train_loader_factory(cfg: Any, dataset: Any, transforms: Any, rank: int,
+                         world_size: int) -> Callable[[int], Any]:
+    """`start_iter -> the training loader from that iteration`."""
+
+    def make(start_iter: int) -> Any:
+        return build_train_loader(
+            dataset, cfg.solver.ims_per_batch, seed=cfg.train.seed, start_iter=start_iter,
+            num_workers=cfg.train.num_workers, strict=cfg.dataset.strict, rank=rank,
+            world_size=world_size, transforms=transforms,
+        )
+
+    return make

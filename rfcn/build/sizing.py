@@ -4,7 +4,8 @@ resolved from the training set's boxes (rfcn.data.sizing) before the model is bu
 `apply_auto_sizing(cfg, train_dataset)` writes the chosen values into the config (so the
 checkpoint's config and spec carry them and eval / infer / export use them), logs them, and
 returns them. Explicit values always win; the images per step (`solver.ims_per_batch`) are
-only lowered when the input size itself is automatic and the budget (`sizing.*`) needs it.
+only lowered when the input size itself is automatic, the small objects need the pixels and
+the run (`train.max_iter` x processes) still sees every image `sizing.min_epochs` times.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 from rfcn.build.model import AUTO_KEYS
 from rfcn.data.sizing import SizingBudget, anchor_coverage, choose_anchors, choose_size
 from rfcn.data.statistics import dataset_statistics
+from rfcn.engine.distributed import get_world_size
 from rfcn.models.spec import ImageSpec, RPNSpec
 
 logger = logging.getLogger(__name__)
@@ -88,7 +90,10 @@ def apply_auto_sizing(cfg: Any, dataset: Any) -> dict[str, Any]:
     aspect = float(np.percentile(stats.image_sizes.max(axis=1) / stats.image_sizes.min(axis=1),
                                  95))
     if "min_size" in auto:
-        choice = choose_size(stats.image_sizes, stats.sqrt_areas[kept], configured_ims, budget)
+        train = cfg.get("train")
+        steps = int(train.max_iter) * get_world_size() if train is not None else None
+        choice = choose_size(stats.image_sizes, stats.sqrt_areas[kept], configured_ims, budget,
+                             train_steps=steps)
         chosen["min_size"] = choice.min_size
         logger.info("auto sizing: shorter side %d px (x%.2f of the median image; the %g-th "
                     "percentile box side %.1f px -> %.1f px, target %g; %d images x pixels "
@@ -98,8 +103,10 @@ def apply_auto_sizing(cfg: Any, dataset: Any) -> dict[str, Any]:
         if solver is not None and choice.ims_per_batch != configured_ims:
             solver.ims_per_batch = choice.ims_per_batch
             chosen["ims_per_batch"] = choice.ims_per_batch
-            logger.info("auto sizing: solver.ims_per_batch %d -> %d (the pixel budget)",
-                        configured_ims, choice.ims_per_batch)
+            logger.info("auto sizing: solver.ims_per_batch %d -> %d (the pixel budget; %.1f "
+                        "epochs of %d images in %s steps)", configured_ims,
+                        choice.ims_per_batch, choice.ims_per_batch * (steps or 0)
+                        / stats.num_images, stats.num_images, steps)
     min_size = int(chosen.get("min_size", model_cfg.get("min_size") or ImageSpec().min_size))
     if "train_min_sizes" in auto:
         chosen["train_min_sizes"] = sorted({_round8(min_size * f) for f in TRAIN_SCALE_FACTORS})

@@ -161,6 +161,7 @@ class SizingConfig:
     percentile: float = 5.0  # which box side counts as small
     step_pixels: int = 140_000  # images per step x pixels per image: the compute budget
     min_ims_per_batch: int = 2  # the budget trades images per step for pixels down to this
+    min_epochs: float = 3.0  # ... while every training image is still seen this many times
     max_upscale: float = 2.0
     min_short: int = 128
     max_short: int = 800

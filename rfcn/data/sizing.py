@@ -8,9 +8,12 @@ YOLO, within a compute budget.
   per step than `step_pixels` (images per step x pixels per image, convolutions cost in
   proportion), never above `max_upscale` times the original, never a shorter side outside
   [`min_short`, `max_short`].
-- Images per step: as many as the budget allows at that size, at most the configured number
-  and at least `min_ims_per_batch` (a larger image is worth more than a larger batch to a
-  detector: each image holds many RoIs).
+- Images per step: the configured number, traded for pixels (down to `min_ims_per_batch`)
+  only while the run still sees every training image `min_epochs` times: on a few hundred
+  photos a larger image is worth more than a larger batch (each image holds many RoIs), on
+  thousands of images halving the images per step halves what the run learns from
+  (measured: 2000 images, 1600 steps, 2 instead of 4 images of 200 instead of 160 px: AP
+  0.49 instead of 0.68).
 - Anchors: octave sizes (powers of two) over the 1st..99th percentile of the resized box
   sides, ratios (0.5, 1, 2) widened only for strongly elongated boxes (`choose_anchors`);
   `anchor_coverage` is the share of boxes some anchor of the same centre overlaps with
@@ -39,6 +42,7 @@ class SizingBudget:
     percentile: float = 5.0  # which box side counts as "small"
     step_pixels: int = 140_000  # images per step x pixels per image, per process
     min_ims_per_batch: int = 2
+    min_epochs: float = 3.0  # images per step are not traded below this many epochs
     max_upscale: float = 2.0
     min_short: int = 128
     max_short: int = 800
@@ -60,7 +64,7 @@ def _round_to(value: float, multiple: int) -> int:
 
 def choose_size(
     image_hw: np.ndarray, box_sides: np.ndarray, max_ims_per_batch: int,
-    budget: SizingBudget = SizingBudget(),
+    budget: SizingBudget = SizingBudget(), train_steps: int | None = None,
 ) -> SizingChoice:
     """Input size and images per step.
 
@@ -68,6 +72,8 @@ def choose_size(
         image_hw: int[N, 2] image sizes (h, w) of the training set.
         box_sides: float[B] sqrt(area) of the training boxes in original pixels.
         max_ims_per_batch: the configured images per step (the most the choice keeps).
+        train_steps: optimiser steps x processes of the run; None: not known (the images
+            per step may then be traded down to `min_ims_per_batch`).
     """
     if len(image_hw) == 0:
         raise ValueError("automatic sizing needs a training set with images")
@@ -76,7 +82,13 @@ def choose_size(
     aspect = float(np.percentile(np.max(image_hw, axis=1) / np.min(image_hw, axis=1), 95))
     small = float(np.percentile(box_sides, budget.percentile)) if len(box_sides) else short / 8
     want = budget.target_object_px / max(small, 1e-6)
-    ims = max(1, min(max_ims_per_batch, budget.min_ims_per_batch))
+    floor = budget.min_ims_per_batch
+    if train_steps:
+        floor = max(floor, math.ceil(budget.min_epochs * len(image_hw) / train_steps))
+    floor = max(1, min(max_ims_per_batch, floor))  # the fewest images per step allowed
+    ims = max_ims_per_batch
+    while ims > floor and want > math.sqrt(budget.step_pixels / (ims * short * long)):
+        ims -= 1  # trade images for pixels only as far as the small objects need
     by_budget = math.sqrt(budget.step_pixels / (ims * short * long))
     scale = min(want, by_budget, budget.max_upscale)
     scale = min(max(scale, budget.min_short / short), budget.max_short / short)
@@ -87,8 +99,7 @@ def choose_size(
     max_size = _round_to(min_size * aspect, 8)
     pixels = min_size * min_size * long / short
     fits = int(budget.step_pixels // max(pixels, 1.0))
-    ims_per_batch = max(min(max_ims_per_batch, budget.min_ims_per_batch),
-                        min(max_ims_per_batch, fits))
+    ims_per_batch = max(floor, min(max_ims_per_batch, fits))
     scale = min_size / short
     return SizingChoice(min_size, max_size, ims_per_batch, scale, small * scale,
                         {"wanted_scale": want, "budget_scale": by_budget, "small_px": small})

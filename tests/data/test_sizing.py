@@ -44,6 +44,15 @@ def test_small_objects_in_large_photos_get_pixels_within_the_budget() -> None:
     pixels = choice.min_size * choice.min_size * 640 / 480
     assert choice.ims_per_batch * pixels <= budget.step_pixels
     assert choice.ims_per_batch >= budget.min_ims_per_batch
+    assert choice.ims_per_batch < 4  # 300 photos: pixels bought with images per step ...
+    assert choose_size(np.tile([480, 640], (300, 1)), sides, 4, budget,
+                       train_steps=1600).ims_per_batch == choice.ims_per_batch
+    many = choose_size(np.tile([480, 640], (3000, 1)), np.tile(sides, 10), 4, budget,
+                       train_steps=1600)  # ... but not when 3000 images need 4 per step
+    assert many.ims_per_batch == 4 and many.min_size < choice.min_size  # to be seen 3 times
+    assert many.ims_per_batch * many.min_size ** 2 * 640 / 480 <= budget.step_pixels
+    big = _boxes(rng, 3000, 200)  # large objects: no images traded at all
+    assert choose_size(np.tile([480, 640], (300, 1)), big, 4, budget).ims_per_batch == 4
     tight = choose_size(np.tile([480, 640], (300, 1)), sides, 4,
                         SizingBudget(step_pixels=60_000))
     assert tight.min_size < choice.min_size  # the budget caps the scale

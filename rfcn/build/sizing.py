@@ -72,6 +72,51 @@ def _budget(sizing_cfg: Any) -> SizingBudget:
                            for k in SizingBudget.__dataclass_fields__ if k in sizing_cfg})
 
 
+def _auto_input_size(cfg: Any, stats: Any, kept: np.ndarray, budget: SizingBudget
+                     ) -> dict[str, Any]:
+    """`min_size` (and `ims_per_batch` when the budget lowers it, written into cfg.solver)."""
+    solver, train = cfg.get("solver"), cfg.get("train")
+    configured_ims = int(solver.ims_per_batch) if solver is not None else 2
+    steps = int(train.max_iter) * get_world_size() if train is not None else None
+    choice = choose_size(stats.image_sizes, stats.sqrt_areas[kept], configured_ims, budget,
+                         train_steps=steps)
+    logger.info("auto sizing: shorter side %d px (x%.2f of the median image; the %g-th "
+                "percentile box side %.1f px -> %.1f px, target %g; %d images x pixels "
+                "within sizing.step_pixels=%d)", choice.min_size, choice.scale,
+                budget.percentile, choice.notes["small_px"], choice.small_object_px,
+                budget.target_object_px, choice.ims_per_batch, budget.step_pixels)
+    chosen: dict[str, Any] = {"min_size": choice.min_size}
+    if solver is not None and choice.ims_per_batch != configured_ims:
+        solver.ims_per_batch = choice.ims_per_batch
+        chosen["ims_per_batch"] = choice.ims_per_batch
+        logger.info("auto sizing: solver.ims_per_batch %d -> %d (the pixel budget; %.1f "
+                    "epochs of %d images in %s steps)", configured_ims, choice.ims_per_batch,
+                    choice.ims_per_batch * (steps or 0) / stats.num_images, stats.num_images,
+                    steps)
+    return chosen
+
+
+def _auto_anchors(model_cfg: Any, auto: set[str], wh: np.ndarray) -> dict[str, Any]:
+    """`anchor_sizes` / `aspect_ratios` for the resized boxes `wh` float[B, 2]; logs the
+    coverage of the anchors the model will use."""
+    sizes, ratios = choose_anchors(wh)
+    chosen: dict[str, Any] = {}
+    if "anchor_sizes" in auto:
+        chosen["anchor_sizes"] = list(sizes)
+    if "aspect_ratios" in auto:
+        chosen["aspect_ratios"] = [round(r, 4) for r in ratios]
+    used_sizes = tuple(chosen.get("anchor_sizes") or model_cfg.get("anchor_sizes")
+                       or RPNSpec().anchor_sizes)
+    used_ratios = tuple(chosen.get("aspect_ratios") or model_cfg.get("aspect_ratios")
+                        or RPNSpec().aspect_ratios)
+    logger.info("auto sizing: anchors %s, ratios %s cover %.1f%% of the resized training "
+                "boxes at IoU 0.5 (the builder's default anchors: %.1f%%)",
+                list(used_sizes), list(used_ratios),
+                100 * anchor_coverage(wh, used_sizes, used_ratios),
+                100 * anchor_coverage(wh, RPNSpec().anchor_sizes, RPNSpec().aspect_ratios))
+    return chosen
+
+
 def apply_auto_sizing(cfg: Any, dataset: Any) -> dict[str, Any]:
     """Resolve the `auto` model keys of `cfg` from `dataset` (its annotations only; no image
     is read), in place. Returns {key: chosen value} (`ims_per_batch` when it was lowered)."""
@@ -83,34 +128,14 @@ def apply_auto_sizing(cfg: Any, dataset: Any) -> dict[str, Any]:
     kept = stats.kept & (stats.box_wh.min(axis=1) > 0)
     if stats.num_images == 0:
         raise ValueError("model.*=auto needs a training set with images")
-    chosen: dict[str, Any] = {}
-    solver = cfg.get("solver")
-    configured_ims = int(solver.ims_per_batch) if solver is not None else 2
     budget = _budget(cfg.get("sizing"))
-    aspect = float(np.percentile(stats.image_sizes.max(axis=1) / stats.image_sizes.min(axis=1),
-                                 95))
-    if "min_size" in auto:
-        train = cfg.get("train")
-        steps = int(train.max_iter) * get_world_size() if train is not None else None
-        choice = choose_size(stats.image_sizes, stats.sqrt_areas[kept], configured_ims, budget,
-                             train_steps=steps)
-        chosen["min_size"] = choice.min_size
-        logger.info("auto sizing: shorter side %d px (x%.2f of the median image; the %g-th "
-                    "percentile box side %.1f px -> %.1f px, target %g; %d images x pixels "
-                    "within sizing.step_pixels=%d)", choice.min_size, choice.scale,
-                    budget.percentile, choice.notes["small_px"], choice.small_object_px,
-                    budget.target_object_px, choice.ims_per_batch, budget.step_pixels)
-        if solver is not None and choice.ims_per_batch != configured_ims:
-            solver.ims_per_batch = choice.ims_per_batch
-            chosen["ims_per_batch"] = choice.ims_per_batch
-            logger.info("auto sizing: solver.ims_per_batch %d -> %d (the pixel budget; %.1f "
-                        "epochs of %d images in %s steps)", configured_ims,
-                        choice.ims_per_batch, choice.ims_per_batch * (steps or 0)
-                        / stats.num_images, stats.num_images, steps)
+    chosen = _auto_input_size(cfg, stats, kept, budget) if "min_size" in auto else {}
     min_size = int(chosen.get("min_size", model_cfg.get("min_size") or ImageSpec().min_size))
     if "train_min_sizes" in auto:
         chosen["train_min_sizes"] = sorted({_round8(min_size * f) for f in TRAIN_SCALE_FACTORS})
     if "max_size" in auto:
+        aspect = float(np.percentile(stats.image_sizes.max(axis=1)
+                                     / stats.image_sizes.min(axis=1), 95))
         train_sizes = chosen.get("train_min_sizes") or model_cfg.get("train_min_sizes") or []
         largest = max([min_size, *(int(s) for s in train_sizes)])
         chosen["max_size"] = _round8(largest * aspect)
@@ -118,20 +143,7 @@ def apply_auto_sizing(cfg: Any, dataset: Any) -> dict[str, Any]:
                               max(ImageSpec().max_size, min_size)))
     if auto & {"anchor_sizes", "aspect_ratios"}:
         wh = stats.scaled_box_sizes(min_size, max_size)[kept]
-        sizes, ratios = choose_anchors(wh)
-        if "anchor_sizes" in auto:
-            chosen["anchor_sizes"] = list(sizes)
-        if "aspect_ratios" in auto:
-            chosen["aspect_ratios"] = [round(r, 4) for r in ratios]
-        used_sizes = tuple(chosen.get("anchor_sizes") or model_cfg.get("anchor_sizes")
-                           or RPNSpec().anchor_sizes)
-        used_ratios = tuple(chosen.get("aspect_ratios") or model_cfg.get("aspect_ratios")
-                            or RPNSpec().aspect_ratios)
-        logger.info("auto sizing: anchors %s, ratios %s cover %.1f%% of the resized training "
-                    "boxes at IoU 0.5 (the builder's default anchors: %.1f%%)",
-                    list(used_sizes), list(used_ratios),
-                    100 * anchor_coverage(wh, used_sizes, used_ratios),
-                    100 * anchor_coverage(wh, RPNSpec().anchor_sizes, RPNSpec().aspect_ratios))
+        chosen.update(_auto_anchors(model_cfg, auto, wh))
     for key, value in chosen.items():
         if key in AUTO_KEYS:
             model_cfg[key] = value

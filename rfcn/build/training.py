@@ -49,7 +49,8 @@ def build_solver(
 ) -> tuple[torch.optim.Optimizer, LRMultiplier]:
     """The optimizer over the trainable parameters and the learning-rate schedule."""
     optimizer = build_optimizer(model, scaled_lr(solver_cfg, world_size), solver_cfg.momentum,
-                                solver_cfg.weight_decay, name=rc.plain(solver_cfg.optimizer))
+                                solver_cfg.weight_decay, name=rc.plain(solver_cfg.optimizer),
+                                offset_lr_mult=float(solver_cfg.offset_lr_mult))
     schedule = LRMultiplier(
         max_iter=max_iter, schedule=rc.plain(solver_cfg.schedule),
         steps=tuple(int(s) for s in solver_cfg.steps), gamma=solver_cfg.gamma,

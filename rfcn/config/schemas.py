@@ -86,6 +86,8 @@ class SolverConfig:
     # The total batch base_lr was tuned for: lr scales linearly with ims_per_batch x processes
     # (None: base_lr as given)
     reference_batch: int | None = None
+    # lr factor of deformable convolutions' offset convs (model.deform_conv5)
+    offset_lr_mult: float = 0.1
 
 
 @dataclass

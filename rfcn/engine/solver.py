@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -20,17 +21,29 @@ def build_optimizer(
     momentum: float = 0.9,
     weight_decay: float = 1e-4,
     name: str = "sgd",
+    offset_lr_mult: float = 1.0,
 ) -> torch.optim.Optimizer:
     """SGD with momentum (the paper's solver) or AdamW (`momentum` is its beta1) over the
-    trainable parameters; biases and normalisation weights get no decay."""
-    decay, no_decay = [], []
-    for _, p in model.named_parameters():
+    trainable parameters; biases and normalisation weights get no decay. The offset convs of
+    deformable convolutions (parameters named `*offset_conv*`) learn at `offset_lr_mult` x
+    the rate (mmdetection / PaddleDetection use 0.1: zero-initialised offset weights that
+    move at the full rate, AdamW's above all, scatter conv5's samples before the features
+    are worth deforming)."""
+    decay, no_decay, offset_decay, offset_no_decay = [], [], [], []
+    for pname, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (no_decay if p.ndim <= 1 else decay).append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay}]
+        offset = offset_lr_mult != 1.0 and "offset_conv" in pname
+        if offset:
+            (offset_no_decay if p.ndim <= 1 else offset_decay).append(p)
+        else:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    groups: list[dict[str, Any]] = [{"params": decay, "weight_decay": weight_decay}]
     if no_decay:
         groups.append({"params": no_decay, "weight_decay": 0.0})
+    for params, wd in ((offset_decay, weight_decay), (offset_no_decay, 0.0)):
+        if params:
+            groups.append({"params": params, "weight_decay": wd, "lr": base_lr * offset_lr_mult})
     if name == "sgd":
         return torch.optim.SGD(groups, lr=base_lr, momentum=momentum)
     if name == "adamw":

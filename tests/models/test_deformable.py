@@ -84,3 +84,22 @@ def test_tta_one_pass_is_the_model_and_flip_is_symmetric() -> None:
                                    torch.sort(y["scores"]).values)
         torch.testing.assert_close(x["boxes"].sum(0), unflipped.sum(0), rtol=1e-4, atol=1e-2)
     assert model.transform.eval_min_size == 96 and all(len(m["boxes"]) for m in multi)
+
+
+def test_offset_convs_learn_at_their_own_rate() -> None:
+    """Deformable conv5's offset convs get `offset_lr_mult` x the rate (AdamW moved their
+    zero-initialised weights at the full rate and scattered conv5's samples: AP 0.007 on the
+    synthetic set, measured); every other parameter keeps the usual two groups, in order."""
+    from rfcn.engine.solver import build_optimizer
+
+    trunk = resnet_trunk("resnet18", norm="bn", deform_conv5=True)
+    opt = build_optimizer(trunk, 1e-3, name="adamw", offset_lr_mult=0.1)
+    offset_ids = {id(p) for n, p in trunk.named_parameters() if "offset_conv" in n}
+    assert len(offset_ids) == 8  # weight and bias of 4 convs
+    lrs = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    assert all(abs(lrs[i] - 1e-4) < 1e-12 for i in offset_ids)
+    assert all(lr == 1e-3 for i, lr in lrs.items() if i not in offset_ids)
+    assert len(lrs) == sum(1 for p in trunk.parameters() if p.requires_grad)
+    plain = resnet_trunk("resnet18", norm="bn")
+    groups = build_optimizer(plain, 1e-3, name="adamw", offset_lr_mult=0.1).param_groups
+    assert [g["weight_decay"] for g in groups] == [1e-4, 0.0]  # as without deformable convs

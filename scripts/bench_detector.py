@@ -53,6 +53,7 @@ import logging
 import statistics
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator
 
 import numba
@@ -80,6 +81,7 @@ from torch import Tensor, nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from rfcn.models import rfcn_resnet50
+from rfcn.models.builders import FrozenBNWithoutWeightsWarning
 from rfcn.models.inference import inference_copy
 
 NUM_CLASSES = 81
@@ -107,10 +109,12 @@ def build_rfcn_model(
     # (the builder warns that frozen BN without ImageNet weights is the identity: the
     # statistics are set below)
     logging.getLogger("rfcn.models.backbone").setLevel(logging.ERROR)
-    model = rfcn_resnet50(
-        NUM_CLASSES, min_size=size[0], max_size=size[1], rpn_post_nms_top_n_test=post_nms,
-        box_score_thresh=score_thresh, norm="frozen_bn",
-    ).to(device)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FrozenBNWithoutWeightsWarning)
+        model = rfcn_resnet50(
+            NUM_CLASSES, min_size=size[0], max_size=size[1], rpn_post_nms_top_n_test=post_nms,
+            box_score_thresh=score_thresh, norm="frozen_bn",
+        ).to(device)
     _randomise_frozen_bn(model)
     return model.eval()
 

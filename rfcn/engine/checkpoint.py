@@ -104,8 +104,9 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
             "plain containers (it could run code when unpickled). Only weights-only "
             f"checkpoints are accepted. Loader said: {str(e).splitlines()[0]}"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise CheckpointError(f"cannot read checkpoint {path}: {e}") from e
+    except Exception as e:  # a corrupt file can fail anywhere in the unpickler (IndexError ...)
+        raise CheckpointError(f"cannot read checkpoint {path} (corrupt or not a torch file): "
+                              f"{type(e).__name__}: {e}") from e
     if not isinstance(state, dict) or "model" not in state:
         kind = type(state).__name__
         raise CheckpointError(

@@ -92,9 +92,12 @@ def test_not_a_checkpoint(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="not an rfcn checkpoint"):
         load_checkpoint(path)
     garbage = tmp_path / "garbage.pt"
-    garbage.write_bytes(os.urandom(64))
-    with pytest.raises(CheckpointError):
-        load_checkpoint(garbage)
+    # random bytes fail in many places of the unpickler (seen: IndexError); all are refused
+    blobs = [os.urandom(64)] + [np.random.default_rng(s).bytes(64) for s in range(200)]
+    for blob in blobs:
+        garbage.write_bytes(blob)
+        with pytest.raises(CheckpointError, match="garbage.pt"):
+            load_checkpoint(garbage)
     with pytest.raises(FileNotFoundError):
         load_checkpoint(tmp_path / "missing.pt")
 

@@ -5,94 +5,30 @@ Category ids map to contiguous labels 1..C in ascending id order (0 is the backg
 problems (not JSON, missing keys, wrong types) raise ``ValueError`` naming the file and what
 is wrong; bad records (invalid boxes, annotations of unknown images or categories, images
 with invalid sizes) are dropped or clipped, counted, and reported in one warning.
-``.coco`` is a pycocotools ``COCO`` over the cleaned annotations, ready for COCOeval.
+
+The file is parsed once into compact columns (`rfcn.data.coco_index`) and cached on disk
+(`rfcn.data.index_cache`); the dataset holds no per-image Python objects. ``.coco``, the
+pycocotools ``COCO`` index over the cleaned annotations that COCOeval needs, is built on first
+use, without segmentations, and freed by ``release_coco()``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
-import math
 import os
-from numbers import Real
 from typing import Any
 
-import numpy as np
 from pycocotools.coco import COCO
 
+from rfcn.data.coco_index import EvalAnnotations, load_coco_index, load_coco_json
 from rfcn.data.interfaces import Transform
-from rfcn.data.records import (
-    BadRecordCounter,
-    ImageRecord,
-    RecordDataset,
-    clean_box,
-)
+from rfcn.data.records import BadRecordCounter, RecordDataset, RecordTable
 
-__all__ = ["CocoDetection", "load_coco_json"]
+__all__ = ["CocoDetection", "build_eval_coco", "load_coco_json"]
 
 logger = logging.getLogger(__name__)
-
-_TOP_KEYS = ("images", "annotations", "categories")
-_IMAGE_KEYS = ("id", "file_name", "width", "height")
-_ANN_KEYS = ("image_id", "category_id", "bbox")
-_CAT_KEYS = ("id", "name")
-
-
-def load_coco_json(ann_file: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a COCO-format JSON file and check its structure.
-
-    Raises:
-        ValueError: naming the file and the problem (unreadable, invalid JSON, missing keys,
-            wrong types, duplicate ids).
-    """
-    path = os.fspath(ann_file)
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except OSError as e:
-        raise ValueError(f"{path}: cannot read annotation file ({e.strerror or e})") from e
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: not valid JSON: {e}") from e
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: top level must be a JSON object, got {type(data).__name__}")
-    for key in _TOP_KEYS:
-        if key not in data:
-            raise ValueError(f"{path}: missing top-level key '{key}'")
-        if not isinstance(data[key], list):
-            raise ValueError(f"{path}: '{key}' must be a list, got {type(data[key]).__name__}")
-    for section, keys in (("images", _IMAGE_KEYS), ("annotations", _ANN_KEYS),
-                          ("categories", _CAT_KEYS)):
-        for j, rec in enumerate(data[section]):
-            if not isinstance(rec, dict):
-                raise ValueError(f"{path}: {section}[{j}] must be an object")
-            for key in keys:
-                if key not in rec:
-                    raise ValueError(f"{path}: {section}[{j}] has no '{key}'")
-    for section, singular in (("images", "image"), ("categories", "category")):
-        seen: set[int] = set()
-        for j, rec in enumerate(data[section]):
-            rid = rec["id"]
-            if not isinstance(rid, int) or isinstance(rid, bool):
-                raise ValueError(f"{path}: {section}[{j}] id {rid!r} is not an integer")
-            if rid in seen:
-                raise ValueError(f"{path}: duplicate {singular} id {rid}")
-            seen.add(rid)
-    for j, img in enumerate(data["images"]):
-        if not isinstance(img["file_name"], str) or not img["file_name"]:
-            raise ValueError(f"{path}: images[{j}] file_name must be a non-empty string")
-    return data
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, Real) and not isinstance(v, bool)
-
-
-def _valid_size(img: dict[str, Any]) -> bool:
-    w, h = img["width"], img["height"]
-    return (_is_number(w) and _is_number(h) and math.isfinite(w) and math.isfinite(h)
-            and int(w) == w and int(h) == h and w > 0 and h > 0)
 
 
 class CocoDetection(RecordDataset):
@@ -109,6 +45,8 @@ class CocoDetection(RecordDataset):
         ann_file: COCO-format JSON.
         transforms: ``(image HxWx3 uint8, target, rng) -> (image, target)``, see
             `rfcn.data.transforms`.
+        cache_dir: where the parsed index is cached (default ``$RFCN_CACHE_DIR`` or
+            ``~/.cache/rfcn/index``).
     """
 
     def __init__(
@@ -116,162 +54,63 @@ class CocoDetection(RecordDataset):
         img_dir: str | os.PathLike[str],
         ann_file: str | os.PathLike[str],
         transforms: Transform | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         self.img_dir = os.fspath(img_dir)
         self.ann_file = os.fspath(ann_file)
         self.transforms = transforms
-        data = load_coco_json(self.ann_file)
+        index = load_coco_index(self.ann_file, cache_dir)
+        self._image_root = self.img_dir
+        self._table: RecordTable = index.records
+        self._eval_annotations: EvalAnnotations = index.eval_annotations
+        self._categories: list[dict[str, Any]] = index.categories
+        self.cat_id_to_label: dict[int, int] = {
+            c["id"]: i + 1 for i, c in enumerate(index.categories)}
+        self.label_to_cat_id: dict[int, int] = {v: k for k, v in self.cat_id_to_label.items()}
+        self.class_names: list[str] = ["__background__"] + [
+            str(c["name"]) for c in index.categories]
         bad = BadRecordCounter()
-        cats = self._categories(data)
-        images, dropped_images = _valid_images(data, bad)
-        per_image, clean_anns = self._clean_annotations(data, images, dropped_images, bad)
-        self._records: list[ImageRecord] = [
-            self._record(images[i], per_image[i]) for i in sorted(images)
-        ]
-        self.image_ids: list[int] = [r.image_id for r in self._records]
-        self.aspect_ratios: list[float] = [r.width / r.height for r in self._records]
-        self.coco = _coco_index(data, [images[i] for i in sorted(images)], clean_anns, cats)
+        for reason, n in index.bad_records.items():
+            bad.add(reason, n)
         bad.warn(logger, self.ann_file)
         self.num_bad_records = bad.total()
         self.bad_records: dict[str, int] = dict(bad.counts)
+        self._coco: COCO | None = None
 
-    def _categories(self, data: dict[str, Any]) -> list[dict[str, Any]]:
-        """Categories by id; sets the label mappings and class names."""
-        cats = sorted(data["categories"], key=lambda c: c["id"])
-        self.cat_id_to_label: dict[int, int] = {c["id"]: i + 1 for i, c in enumerate(cats)}
-        self.label_to_cat_id: dict[int, int] = {v: k for k, v in self.cat_id_to_label.items()}
-        self.class_names: list[str] = ["__background__"] + [str(c["name"]) for c in cats]
-        return cats
+    @property
+    def coco(self) -> COCO:
+        """pycocotools ``COCO`` over the cleaned annotations (for COCOeval, bbox), built on
+        first use and kept until `release_coco`."""
+        if self._coco is None:
+            self._coco = build_eval_coco(self._table, self._eval_annotations, self._categories)
+        return self._coco
 
-    def _clean_annotations(
-        self,
-        data: dict[str, Any],
-        images: dict[int, dict[str, Any]],
-        dropped_images: set[int],
-        bad: BadRecordCounter,
-    ) -> tuple[dict[int, list[_Box]], list[dict[str, Any]]]:
-        """(image id -> its training boxes, the cleaned annotations for COCOeval)."""
-        per_image: dict[int, list[_Box]] = {i: [] for i in images}
-        clean_anns: list[dict[str, Any]] = []
-        for ann in data["annotations"]:
-            box = self._clean_box(ann, images, dropped_images, bad)
-            if box is None:
-                continue
-            crowd = bool(ann.get("iscrowd", 0))
-            difficult = bool(ann.get("difficult", 0))  # VOC's flag, kept by tools/convert.py
-            per_image[ann["image_id"]].append((box, self.cat_id_to_label[ann["category_id"]],
-                                               crowd, difficult))
-            clean_anns.append(_eval_annotation(ann, box, crowd))
-        _renumber_annotations(clean_anns, bad)
-        return per_image, clean_anns
+    def release_coco(self) -> None:
+        """Free the evaluation index (``.coco`` builds it again when next used)."""
+        self._coco = None
 
-    def _clean_box(
-        self,
-        ann: dict[str, Any],
-        images: dict[int, dict[str, Any]],
-        dropped_images: set[int],
-        bad: BadRecordCounter,
-    ) -> tuple[float, float, float, float] | None:
-        """The annotation's xyxy box, or None (counted in `bad`) when it must be dropped."""
-        image_id, cat_id = ann["image_id"], ann["category_id"]
-        if image_id in dropped_images:
-            bad.add("annotations of dropped images dropped")
-            return None
-        img = images.get(image_id) if isinstance(image_id, int) else None
-        if img is None:
-            bad.add("annotations with unknown image_id dropped")
-            return None
-        if not isinstance(cat_id, int) or cat_id not in self.cat_id_to_label:
-            bad.add("annotations with unknown category_id dropped")
-            return None
-        bbox = ann["bbox"]
-        if not (isinstance(bbox, list) and len(bbox) == 4 and all(map(_is_number, bbox))):
-            bad.add("annotations with a malformed bbox (not 4 numbers) dropped")
-            return None
-        x, y, w, h = (float(v) for v in bbox)
-        return clean_box(x, y, x + w, y + h, int(img["width"]), int(img["height"]), bad)
-
-    def _record(self, img: dict[str, Any], anns: list[_Box]) -> ImageRecord:
-        return ImageRecord(
-            path=os.path.join(self.img_dir, img["file_name"]),
-            image_id=img["id"],
-            height=int(img["height"]),
-            width=int(img["width"]),
-            boxes=np.array([a[0] for a in anns], dtype=np.float32).reshape(-1, 4),
-            labels=np.array([a[1] for a in anns], dtype=np.int64),
-            iscrowd=np.array([a[2] for a in anns], dtype=bool),
-            difficult=np.array([a[3] for a in anns], dtype=bool),
-        )
+    def __getstate__(self) -> dict[str, Any]:
+        # Spawned loader workers get the columns, never the evaluation index.
+        return {**self.__dict__, "_coco": None}
 
     def __repr__(self) -> str:
         return (f"CocoDetection(ann_file={self.ann_file!r}, images={len(self)}, "
                 f"classes={len(self.class_names) - 1})")
 
 
-# xyxy box, label, crowd, difficult
-_Box = tuple[tuple[float, float, float, float], int, bool, bool]
-
-
-def _valid_images(
-    data: dict[str, Any], bad: BadRecordCounter
-) -> tuple[dict[int, dict[str, Any]], set[int]]:
-    """(id -> image entry with a valid size, ids of the images dropped for their size)."""
-    images: dict[int, dict[str, Any]] = {}
-    dropped: set[int] = set()
-    for img in data["images"]:
-        if _valid_size(img):
-            images[img["id"]] = img
-        else:
-            dropped.add(img["id"])
-            bad.add("images with missing or invalid width/height dropped")
-    return images, dropped
-
-
-def _eval_annotation(
-    ann: dict[str, Any], box: tuple[float, float, float, float], crowd: bool
-) -> dict[str, Any]:
-    """The evaluation ground truth gets the same cleaning as training, plus the fields
-    COCOeval needs (area, iscrowd) when a custom file lacks them."""
-    new_bbox = [box[0], box[1], box[2] - box[0], box[3] - box[1]]
-    fixed = dict(ann)
-    if new_bbox != [float(v) for v in ann["bbox"]]:
-        fixed["bbox"] = new_bbox
-    if not _is_number(fixed.get("area")):
-        fixed["area"] = new_bbox[2] * new_bbox[3]
-    fixed["iscrowd"] = int(crowd)
-    return fixed
-
-
-def _renumber_annotations(anns: list[dict[str, Any]], bad: BadRecordCounter) -> None:
-    """Give annotations with a missing, non-integer or duplicate id a fresh one (COCOeval
-    indexes by id)."""
-    used: set[int] = set()
-    renumber: list[dict[str, Any]] = []
-    for ann in anns:
-        aid = ann.get("id")
-        if aid is None or aid in used or not isinstance(aid, int):
-            renumber.append(ann)
-        else:
-            used.add(aid)
-    if renumber:
-        bad.add("annotations with a missing or duplicate id renumbered", len(renumber))
-    next_id = max(used, default=0) + 1
-    for ann in renumber:
-        ann["id"] = next_id
-        next_id += 1
-
-
-def _coco_index(
-    data: dict[str, Any],
-    images: list[dict[str, Any]],
-    anns: list[dict[str, Any]],
-    cats: list[dict[str, Any]],
+def build_eval_coco(
+    records: RecordTable, annotations: EvalAnnotations, categories: list[dict[str, Any]]
 ) -> COCO:
-    """A pycocotools COCO over the cleaned records, ready for COCOeval."""
-    clean = {k: v for k, v in data.items() if k not in _TOP_KEYS}
-    clean.update(images=images, annotations=anns, categories=cats)
+    """A pycocotools COCO of the images (id, file_name, width, height), the cleaned
+    annotations (id, image_id, category_id, bbox, area, iscrowd: no segmentation) and the
+    categories, ready for ``COCOeval(..., iouType="bbox")``."""
+    images = [{"id": i, "file_name": n, "width": w, "height": h}
+              for i, n, w, h in zip(records.image_ids.tolist(), records.names(),
+                                    records.widths.tolist(), records.heights.tolist(),
+                                    strict=True)]
     coco = COCO()
-    coco.dataset = clean
+    coco.dataset = {"images": images, "annotations": annotations.to_dicts(),
+                    "categories": [dict(c) for c in categories]}
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
         coco.createIndex()
     return coco

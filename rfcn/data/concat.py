@@ -33,11 +33,24 @@ class ConcatDetection:
         self.class_names: list[str] = list(first.class_names)
         self.label_to_cat_id: dict[int, int] = dict(first.label_to_cat_id)
         self.cat_id_to_label: dict[int, int] = dict(first.cat_id_to_label)
-        self.image_ids: list[int] = [i for ds in self.datasets for i in ds.image_ids]
-        if len(set(self.image_ids)) != len(self.image_ids):
+        ids = np.concatenate([np.asarray(ds.image_ids, dtype=np.int64).reshape(-1)
+                              for ds in self.datasets])
+        if len(np.unique(ids)) != len(ids):
             raise ValueError("ConcatDetection: the datasets share image ids")
-        self.aspect_ratios: list[float] = [a for ds in self.datasets for a in ds.aspect_ratios]
+        self._image_ids = ids  # int64 [N]
+        self._aspect_ratios = np.concatenate([  # float64 [N]
+            np.asarray(ds.aspect_ratios, dtype=np.float64).reshape(-1) for ds in self.datasets])
         self._ends = list(np.cumsum([len(ds) for ds in self.datasets]))
+
+    @property
+    def image_ids(self) -> list[int]:
+        """Image id of every index (a new list)."""
+        return self._image_ids.tolist()
+
+    @property
+    def aspect_ratios(self) -> list[float]:
+        """w / h of every image (a new list)."""
+        return self._aspect_ratios.tolist()
 
     @property
     def bad_records(self) -> dict[str, int]:
@@ -81,6 +94,15 @@ class ConcatDetection:
     ) -> tuple[torch.Tensor, dict[str, Any]]:
         ds, i = self._locate(index)
         return ds.get(i, rng, transforms)
+
+    def get_uint8(
+        self,
+        index: int,
+        rng: np.random.Generator | None = None,
+        transforms: Transform | None = None,
+    ) -> tuple[torch.Tensor, dict[str, Any]]:
+        ds, i = self._locate(index)
+        return ds.get_uint8(i, rng, transforms)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, Any]]:
         return self.get(index)

@@ -12,12 +12,18 @@ give box coordinates and sizes in stored-pixel order, as pycocotools and torchvi
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
 
-__all__ = ["read_image_rgb", "to_tensor"]
+__all__ = ["IMAGE_SUFFIXES", "list_images", "read_image_rgb", "to_tensor"]
+
+# The one list of image suffixes (lower case), as YOLO tooling lists them; OpenCV reads all
+# but .heic, which read_image_rgb then reports by name.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".dng", ".mpo",
+                  ".pfm", ".heic")
 
 _JPEG_SOI = b"\xff\xd8"
 _JPEG_SOS = b"\xff\xda"
@@ -78,6 +84,25 @@ def read_image_rgb(path: str | os.PathLike[str]) -> np.ndarray:
     if img.size == 0 or img.shape[0] == 0 or img.shape[1] == 0:
         raise ValueError(f"{path}: image has zero size {img.shape[:2]}")
     return _to_uint8_rgb(img, path)
+
+
+def list_images(path: str | os.PathLike[str]) -> list[Path]:
+    """`path` itself if it is a file, else the images of the folder (sorted by name).
+
+    Raises:
+        FileNotFoundError: `path` does not exist.
+        ValueError: the folder holds no file with an image suffix.
+    """
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir()
+                       if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise ValueError(f"{path}: no images ({', '.join(IMAGE_SUFFIXES)})")
+        return files
+    raise FileNotFoundError(f"{path}: not found")
 
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:

@@ -20,7 +20,11 @@ class Transform(Protocol):
 
 
 class DetectionDataset(Protocol):
-    """What the loaders and evaluators use from a dataset."""
+    """What the loaders and evaluators use from a dataset.
+
+    ``get`` returns float32 images in [0, 1] (``ds[i]``); ``get_uint8`` the same pixels as
+    uint8 Tensor[3, H, W], which the loaders' workers hand back (the model converts them).
+    """
 
     class_names: list[str]
     aspect_ratios: list[float]
@@ -33,6 +37,10 @@ class DetectionDataset(Protocol):
     def get_annotation(self, index: int) -> dict[str, Any]: ...
     def load_image(self, index: int) -> np.ndarray: ...
     def get(
+        self, index: int, rng: np.random.Generator | None = None,
+        transforms: Transform | None = None,
+    ) -> tuple[torch.Tensor, dict[str, Any]]: ...
+    def get_uint8(
         self, index: int, rng: np.random.Generator | None = None,
         transforms: Transform | None = None,
     ) -> tuple[torch.Tensor, dict[str, Any]]: ...

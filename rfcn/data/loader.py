@@ -14,12 +14,20 @@ is never empty: when every try of every sample failed, the dataset is (almost) e
 unreadable and the loader raises RuntimeError saying so, rather than hand the model nothing.
 One `TrainBatch` is yielded per global iteration, so the processes of a distributed run stay
 in step.
+
+Images leave the workers as uint8 Tensor[3, H, W] (a quarter of float32's bytes through the
+worker queues and to the device); the model's transform converts them to float and
+normalises, on its device (`rfcn.models.transform.RFCNTransform`), with the same values
+``rfcn.data.image_io.to_tensor`` gives. ``pin_memory=True`` (for CUDA) pins the batches.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import random
+import signal
 from collections.abc import Iterator, Sequence
 from functools import partial
 from typing import Any, NamedTuple
@@ -30,11 +38,12 @@ import torch
 from torch.utils.data import DataLoader
 
 from rfcn.data.collate import collate_detection
-from rfcn.data.image_io import to_tensor
 from rfcn.data.interfaces import DetectionDataset, Transform
+from rfcn.data.records import to_uint8_tensor
 from rfcn.data.sampler import SampleSpec, TrainBatchSampler, TrainSchedule, shard_range
 
-__all__ = ["TrainBatch", "TrainLoader", "TestLoader", "build_test_loader", "build_train_loader"]
+__all__ = ["TrainBatch", "TrainLoader", "TestLoader", "UnreadableImagesError", "build_test_loader",
+           "build_train_loader"]
 
 logger = logging.getLogger(__name__)
 
@@ -42,8 +51,13 @@ MAX_ATTEMPTS = 50  # with half the files bad, a batch comes out empty with p < 1
 SAME_GROUP_ATTEMPTS = 10  # then substitutes come from the whole dataset (a group may be all bad)
 
 
+class UnreadableImagesError(RuntimeError):
+    """No image of a training batch could be loaded after every substitute: the image folder
+    or the paths in the annotations are wrong (a user's mistake, reported in one line)."""
+
+
 class TrainBatch(NamedTuple):
-    images: list[torch.Tensor]  # Tensor[3, H, W] float32 RGB in [0, 1]
+    images: list[torch.Tensor]  # Tensor[3, H, W] uint8 RGB
     targets: list[dict[str, Any]]
     skipped: list[str]  # paths of files that failed to load in this batch
 
@@ -94,7 +108,7 @@ class _TrainSamples:
             elif attempt >= SAME_GROUP_ATTEMPTS:
                 index = int(rng.integers(len(self.group_of)))
             try:
-                image, target = self.dataset.get(index, rng, self.transforms)
+                image, target = self.dataset.get_uint8(index, rng, self.transforms)
             except ValueError as e:
                 if self.strict:
                     raise
@@ -111,6 +125,9 @@ def _collate_train(items: Sequence[_Loaded]) -> tuple[TrainBatch, list[_Failure]
     return TrainBatch(images, targets, [f.path for f in failures]), failures
 
 
+WORKER_NICENESS = 10  # loader workers run below the computation
+
+
 def _init_worker(seed: int, worker_id: int) -> None:
     # Our augmentation uses per-sample generators; these seeds only make stray uses of the
     # global RNGs (in user transforms) repeatable from run to run.
@@ -119,7 +136,14 @@ def _init_worker(seed: int, worker_id: int) -> None:
     np.random.seed(s)
     torch.manual_seed(s)
     torch.set_num_threads(1)
-    cv2.setNumThreads(1)
+    cv2.setNumThreads(0)  # serial (1 waits on pool threads that fork did not copy)
+    # A Ctrl-C sent to the whole process group is the main process's to handle (it saves a
+    # checkpoint and ends the workers). SIGTERM keeps its default: multiprocessing ends
+    # workers with it at exit, and the trainer stops cleanly when a group SIGTERM ends them.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Workers yield the CPU to the computation they feed (rfcn.utils.process: thread budget).
+    with contextlib.suppress(OSError):
+        os.nice(WORKER_NICENESS)
 
 
 class _FailureLog:
@@ -146,7 +170,7 @@ class TrainLoader:
     def __init__(
         self, dataset: DetectionDataset, images_per_batch: int, *, seed: int, start_iter: int,
         num_workers: int, aspect_grouping: bool, strict: bool, rank: int, world_size: int,
-        transforms: Transform | None,
+        transforms: Transform | None, pin_memory: bool = False,
     ) -> None:
         if images_per_batch < 1:
             raise ValueError(f"images_per_batch must be >= 1, got {images_per_batch}")
@@ -166,6 +190,7 @@ class TrainLoader:
             batch_sampler=self.batch_sampler,
             collate_fn=_collate_train,
             num_workers=num_workers,
+            pin_memory=pin_memory,
             persistent_workers=num_workers > 0,
             worker_init_fn=partial(_init_worker, seed * 131 + rank) if num_workers else None,
             # DataLoader draws a base seed when iterated; a private generator keeps it from
@@ -181,7 +206,7 @@ class TrainLoader:
         for it, (batch, failures) in enumerate(self._loader, self.start_iter):
             self._failures.log(failures)
             if not batch.images:
-                raise RuntimeError(
+                raise UnreadableImagesError(
                     f"iteration {it}: none of the {len(failures)} attempts to load an image "
                     f"for this batch succeeded ({len(self._failures.seen)} distinct files have "
                     f"failed so far); the training images look unreadable: check the image "
@@ -202,6 +227,7 @@ def build_train_loader(
     rank: int = 0,
     world_size: int = 1,
     transforms: Transform | None = None,
+    pin_memory: bool = False,
 ) -> TrainLoader:
     """Infinite training loader; see the module docstring.
 
@@ -215,10 +241,15 @@ def build_train_loader(
         strict: raise on the first file that fails to load instead of skipping it.
         rank, world_size: this process takes slice rank of each global batch of W*B.
         transforms: augmentation; None uses the dataset's own ``transforms``.
+        pin_memory: pin the batches' tensors (page-locked: faster, asynchronous copies to a
+            CUDA device); use it when training on CUDA.
+
+    Batches: `TrainBatch` with uint8 Tensor[3, H, W] images.
     """
     return TrainLoader(dataset, images_per_batch, seed=seed, start_iter=start_iter,
                        num_workers=num_workers, aspect_grouping=aspect_grouping, strict=strict,
-                       rank=rank, world_size=world_size, transforms=transforms)
+                       rank=rank, world_size=world_size, transforms=transforms,
+                       pin_memory=pin_memory)
 
 
 class _TestSamples:
@@ -231,7 +262,7 @@ class _TestSamples:
 
     def __getitem__(self, index: int) -> _Loaded:
         try:  # no transforms, even if the dataset has some: evaluation sees original pixels
-            image = to_tensor(self.dataset.load_image(index))
+            image = to_uint8_tensor(self.dataset.load_image(index))
             target = self.dataset.get_annotation(index)
         except ValueError as e:
             if self.strict:
@@ -248,15 +279,16 @@ def _collate_test(items: Sequence[_Loaded]) -> tuple[list[torch.Tensor], list[di
 
 
 class TestLoader:
-    """Iterable of ``(images, targets)`` over this rank's shard, in dataset order, targets in
-    original pixels (no transforms). Images that fail to load are logged and left out
-    (their ground truth still counts in evaluation), or raise with ``strict=True``."""
+    """Iterable of ``(images, targets)`` over this rank's shard, in dataset order: uint8
+    Tensor[3, H, W] images and targets in original pixels (no transforms). Images that fail
+    to load are logged and left out (their ground truth still counts in evaluation), or raise
+    with ``strict=True``."""
 
     __test__ = False  # not a pytest class
 
     def __init__(
         self, dataset: DetectionDataset, images_per_batch: int, *, num_workers: int, rank: int,
-        world_size: int, strict: bool,
+        world_size: int, strict: bool, pin_memory: bool = False,
     ) -> None:
         self.dataset = dataset
         self.indices = shard_range(len(dataset), rank, world_size)
@@ -267,6 +299,7 @@ class TestLoader:
             sampler=list(self.indices),
             collate_fn=_collate_test,
             num_workers=num_workers,
+            pin_memory=pin_memory,
             worker_init_fn=partial(_init_worker, 0) if num_workers > 0 else None,
             generator=torch.Generator().manual_seed(0),
         )
@@ -293,7 +326,12 @@ def build_test_loader(
     rank: int = 0,
     world_size: int = 1,
     strict: bool = False,
+    pin_memory: bool = False,
 ) -> TestLoader:
-    """Loader over this rank's contiguous shard; shards of all ranks cover each image once."""
+    """Loader over this rank's contiguous shard; shards of all ranks cover each image once.
+
+    Yields ``(images, targets)``: uint8 Tensor[3, H, W] images in original pixels (no
+    transforms) and their targets; ``pin_memory`` as for `build_train_loader`.
+    """
     return TestLoader(dataset, images_per_batch, num_workers=num_workers, rank=rank,
-                      world_size=world_size, strict=strict)
+                      world_size=world_size, strict=strict, pin_memory=pin_memory)

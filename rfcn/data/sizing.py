@@ -8,12 +8,11 @@ YOLO, within a compute budget.
   per step than `step_pixels` (images per step x pixels per image, convolutions cost in
   proportion), never above `max_upscale` times the original, never a shorter side outside
   [`min_short`, `max_short`].
-- Images per step: the configured number, traded for pixels (down to `min_ims_per_batch`)
-  only while the run still sees every training image `min_epochs` times: on a few hundred
-  photos a larger image is worth more than a larger batch (each image holds many RoIs), on
-  thousands of images halving the images per step halves what the run learns from
-  (measured: 2000 images, 1600 steps, 2 instead of 4 images of 200 instead of 160 px: AP
-  0.49 instead of 0.68).
+- Images per step: the configured number, traded for pixels (down to `min_ims_per_batch`,
+  4 by default: BatchNorm statistics from fewer images per step trained clearly worse on
+  generated sets the rule was not tuned on) only while the run still sees every training
+  image `min_epochs` times: halving the images per step halves what the run learns from.
+  README ("Results") has the measurements behind these defaults.
 - Anchors: octave sizes (powers of two) over the 1st..99th percentile of the resized box
   sides, ratios (0.5, 1, 2) widened only for strongly elongated boxes (`choose_anchors`);
   `anchor_coverage` is the share of boxes some anchor of the same centre overlaps with
@@ -41,7 +40,7 @@ class SizingBudget:
     target_object_px: float = 20.0  # small objects' side after resizing
     percentile: float = 5.0  # which box side counts as "small"
     step_pixels: int = 140_000  # images per step x pixels per image, per process
-    min_ims_per_batch: int = 2
+    min_ims_per_batch: int = 4
     min_epochs: float = 3.0  # images per step are not traded below this many epochs
     max_upscale: float = 2.0
     min_short: int = 128
@@ -114,9 +113,8 @@ def choose_anchors(box_wh: np.ndarray) -> tuple[tuple[int, ...], tuple[float, ..
     Sizes are octaves (powers of two, as FPN lays its anchors out) from the one nearest the
     1st percentile of the box sides up to the first at or above the 99th; ratios are the usual
     (0.5, 1, 2), widened by an octave on a side where more than 5% of the boxes are more
-    elongated than the last ratio (measured: anchors fitted tightly to the boxes, e.g. sizes
-    17-70 and ratios 0.85/1.0 on the synthetic shapes, covered them better by IoU yet trained
-    a clearly worse RPN, AP50 0.77 vs 0.94).
+    elongated than the last ratio (anchors fitted tightly to the boxes covered them better by
+    IoU yet trained a clearly worse RPN on the synthetic shapes; README has the numbers).
     """
     if len(box_wh) == 0:
         return (32, 64, 128, 256), DEFAULT_RATIOS

@@ -19,12 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from rfcn.data.interfaces import Transform
-from rfcn.data.records import (
-    BadRecordCounter,
-    ImageRecord,
-    RecordDataset,
-    clean_box,
-)
+from rfcn.data.records import BadRecordCounter, RecordDataset, RecordTable, clean_box
 
 __all__ = ["VOC_CLASSES", "VOCDetection"]
 
@@ -63,6 +58,22 @@ def _numeric_ids(names: list[str]) -> list[int]:
         if len(set(ids)) == len(ids):
             return ids
     return list(range(len(names)))
+
+
+# (file name in JPEGImages/, height, width, [(xyxy box, label, difficult)])
+_Parsed = tuple[str, int, int, list[tuple[tuple[float, float, float, float], int, bool]]]
+
+
+def _table(parsed: list[_Parsed], image_ids: list[int]) -> RecordTable:
+    """The compact records of the parsed images."""
+    objects = [(k, *o) for k, p in enumerate(parsed) for o in p[3]]
+    return RecordTable.build(
+        names=[p[0] for p in parsed], image_ids=image_ids, heights=[p[1] for p in parsed],
+        widths=[p[2] for p in parsed], owner=np.array([o[0] for o in objects], dtype=np.int64),
+        boxes=np.array([o[1] for o in objects], dtype=np.float32).reshape(-1, 4),
+        labels=np.array([o[2] for o in objects], dtype=np.int64),
+        iscrowd=np.zeros(len(objects), dtype=bool),
+        difficult=np.array([o[3] for o in objects], dtype=bool))
 
 
 class VOCDetection(RecordDataset):
@@ -117,18 +128,14 @@ class VOCDetection(RecordDataset):
             raise ValueError(f"{list_file}: cannot read image list ({e.strerror or e})") from e
         self.image_names: list[str] = names
         bad = BadRecordCounter()
-        ids = _numeric_ids(names)
-        self._records = [self._parse(name, image_id, label_of, bad)
-                         for name, image_id in zip(names, ids, strict=True)]
-        self.image_ids: list[int] = ids
-        self.aspect_ratios: list[float] = [r.width / r.height for r in self._records]
+        self._image_root = os.path.join(self.root, "JPEGImages")
+        self._table = _table([self._parse(name, label_of, bad) for name in names],
+                             _numeric_ids(names))
         bad.warn(logger, list_file)
         self.num_bad_records = bad.total()
         self.bad_records: dict[str, int] = dict(bad.counts)
 
-    def _parse(
-        self, name: str, image_id: int, label_of: dict[str, int], bad: BadRecordCounter
-    ) -> ImageRecord:
+    def _parse(self, name: str, label_of: dict[str, int], bad: BadRecordCounter) -> _Parsed:
         xml_file = os.path.join(self.root, "Annotations", f"{name}.xml")
         try:
             tree = ET.parse(xml_file).getroot()
@@ -138,13 +145,13 @@ class VOCDetection(RecordDataset):
             raise ValueError(f"{xml_file}: malformed XML: {e}") from e
         width = _positive_int(tree, "size/width", xml_file)
         height = _positive_int(tree, "size/height", xml_file)
-        image_dir = os.path.join(self.root, "JPEGImages")
-        path = os.path.join(image_dir, f"{name}.jpg")
+        file_name = f"{name}.jpg"
         file_tag = tree.findtext("filename")
-        if not os.path.exists(path) and file_tag and file_tag.strip():
-            path = os.path.join(image_dir, os.path.basename(file_tag.strip()))
+        if (not os.path.exists(os.path.join(self._image_root, file_name)) and file_tag
+                and file_tag.strip()):
+            file_name = os.path.basename(file_tag.strip())
 
-        boxes, labels, difficult = [], [], []
+        objects: list[tuple[tuple[float, float, float, float], int, bool]] = []
         for obj in tree.iter("object"):
             cls = (obj.findtext("name") or "").strip()
             if cls not in label_of:
@@ -163,19 +170,8 @@ class VOCDetection(RecordDataset):
             if box is None:
                 continue
             diff = (obj.findtext("difficult") or "0").strip()
-            boxes.append(box)
-            labels.append(label_of[cls])
-            difficult.append(diff not in ("0", ""))
-        return ImageRecord(
-            path=path,
-            image_id=image_id,
-            height=height,
-            width=width,
-            boxes=np.array(boxes, dtype=np.float32).reshape(-1, 4),
-            labels=np.array(labels, dtype=np.int64),
-            iscrowd=np.zeros(len(labels), dtype=bool),
-            difficult=np.array(difficult, dtype=bool),
-        )
+            objects.append((box, label_of[cls], diff not in ("0", "")))
+        return file_name, height, width, objects
 
     def __repr__(self) -> str:
         return (f"VOCDetection(root={self.root!r}, image_set={self.image_set!r}, "

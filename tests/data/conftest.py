@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,3 +36,14 @@ def voc_devkit(tmp_path: Path) -> Path:
         "2008_000001": (40, 30, [{"name": "bus", "bndbox": (2, 3, 20, 25)}]),
     })
     return devkit
+
+
+
+@pytest.fixture(scope="session", autouse=True)
+def index_cache_dir(tmp_path_factory) -> Iterator[Path]:
+    """Parsed-index caches of these tests go to a temporary directory, not ~/.cache
+    (session scope: module-scoped dataset fixtures are built before function fixtures)."""
+    cache = tmp_path_factory.mktemp("index_cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RFCN_CACHE_DIR", str(cache))
+        yield cache

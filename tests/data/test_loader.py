@@ -169,3 +169,30 @@ def test_test_loader_shards_cover_each_image_once(good_ds, coco_files, caplog) -
     assert "truncated.jpg" in caplog.text
     with pytest.raises(ValueError, match="truncated"):
         list(build_test_loader(bad_ds, 2, num_workers=0, strict=True))
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_loaders_hand_back_uint8_images(good_ds, num_workers: int) -> None:
+    """Workers send uint8 Tensor[3, H, W] (a quarter of float32's bytes); the pixels are the
+    dataset's: ``ds[i]`` (float32 in [0, 1]) is the same image divided by 255."""
+    batch = next(iter(build_train_loader(good_ds, 2, seed=0, num_workers=num_workers,
+                                         transforms=TF)))
+    assert batch.images and all(im.dtype == torch.uint8 and im.dim() == 3 and
+                                im.shape[0] == 3 for im in batch.images)
+    images, targets = next(iter(build_test_loader(good_ds, 2, num_workers=num_workers)))
+    for im, t in zip(images, targets, strict=True):
+        assert im.dtype == torch.uint8 and im.is_contiguous()
+        index = good_ds.image_ids.index(t["image_id"])
+        assert torch.equal(im.to(torch.float32).div_(255.0), good_ds[index][0])
+
+
+def test_pin_memory_option(good_ds) -> None:
+    loader = build_train_loader(good_ds, 2, seed=0, num_workers=0, pin_memory=True)
+    test_loader = build_test_loader(good_ds, 2, num_workers=0, pin_memory=True)
+    assert loader._loader.pin_memory and test_loader._loader.pin_memory
+    assert not build_test_loader(good_ds, 2, num_workers=0)._loader.pin_memory  # default off
+    if not torch.cuda.is_available():
+        return  # pinning needs a CUDA device; without one the batches are the same
+    batch = next(iter(loader))
+    images, _ = next(iter(test_loader))
+    assert all(im.is_pinned() for im in batch.images + images)

@@ -9,7 +9,6 @@ order, annotation ids 1..M; the output is the same for the same input and seed.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -21,6 +20,7 @@ import numpy as np
 
 from rfcn.data.convert.report import CLIPPED, DROPPED, ConversionReport, SplitSummary
 from rfcn.data.convert.sources import Source, SourceImage, SourceObject
+from rfcn.utils.files import write_json
 
 __all__ = ["REPORT_FILE", "check_box", "image_root", "resolve_classes", "split_ids", "write_coco",
            "write_report"]
@@ -142,14 +142,6 @@ def _coco_records(
     return entries, anns
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    """Atomic: a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f)
-    os.replace(tmp, path)
-
-
 def _splits(source: Source, val_fraction: float, seed: int,
             entries: dict[str, dict[str, Any]]) -> dict[str, list[int]]:
     """Split name -> sorted image ids."""
@@ -188,8 +180,8 @@ def write_coco(
     for name, split_ids_ in ids.items():
         split_anns = [a for i in split_ids_ for a in anns[i]]
         path = output / ("annotations.json" if name == _ALL else f"{name}.json")
-        _write_json(path, {"images": [by_id[i] for i in split_ids_],
-                           "annotations": split_anns, "categories": categories})
+        write_json(path, {"images": [by_id[i] for i in split_ids_],
+                          "annotations": split_anns, "categories": categories}, indent=None)
         report.splits[name] = SplitSummary(str(path), len(split_ids_), len(split_anns))
     write_report(report, output)
 
@@ -197,4 +189,4 @@ def write_coco(
 def write_report(report: ConversionReport, output: Path) -> None:
     """``output/convert_report.json``."""
     output.mkdir(parents=True, exist_ok=True)
-    _write_json(output / REPORT_FILE, report.to_dict())
+    write_json(output / REPORT_FILE, report.to_dict(), indent=None)

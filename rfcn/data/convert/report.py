@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["ConversionReport", "ReportEntry", "SplitSummary"]
+__all__ = ["ConversionReport", "ReportEntry", "SplitSummary", "no_usable_image_message"]
 
 # Entry actions: what happened to the record.
 DROPPED = "dropped"  # a box (object, shape, label line) is not in the output
@@ -22,7 +22,25 @@ SKIPPED = "skipped"  # a whole file (annotation or image) is not in the output
 CORRECTED = "corrected"  # a value was fixed (e.g. a size that disagrees with the image)
 NOTE = "note"  # nothing lost, but worth knowing (e.g. an image without a label file)
 
+# Reasons the failure message gives advice for.
+IMAGE_NOT_FOUND = "image file not found"
+SPLIT_NOT_FOUND = "split path not found"
+TRUNCATED_IMAGE = "truncated image"
+UNREADABLE_IMAGE = "unreadable image"
+
 _MAX_LISTED = 20  # entries listed one by one in the printed summary
+_MAX_SKIPPED = 5  # skipped files named one by one before the other entries
+_HINTS = {  # reason -> what to do about it, in the "no usable image" message
+    IMAGE_NOT_FOUND: "pass img_dir=DIR to say where the images are",
+    SPLIT_NOT_FOUND: "check path:, train: and val: in the data.yaml (relative to path:, "
+                     "else to the yaml's folder), or pass input=FOLDER of images and labels",
+    UNREADABLE_IMAGE: "the images do not decode: re-export or replace them",
+    TRUNCATED_IMAGE: "the images are cut short (an interrupted copy or download?): copy "
+                       "them again",
+    "not a VOC annotation": "these .xml files are not VOC annotations: is from=voc right?",
+    "not a labelme file (no 'shapes' list)": "these .json files are not labelme files: is "
+                                             "from=labelme right?",
+}
 _HYDRA_PLAIN = re.compile(r"[\w/.\-+~@%:]*")  # a value Hydra's override grammar takes unquoted
 
 
@@ -131,16 +149,56 @@ class ConversionReport:
             lines.append(f"  {name}: {split.num_images} images, {split.num_annotations} "
                          f"boxes -> {split.ann_file}")
         lines.append(f"  image root (file_name is relative to it): {self.img_dir}")
-        if self.entries:
+        lines += self._skipped_lines()
+        others = [e for e in self.entries if e.action != SKIPPED]
+        if others:
             lines.append(f"  {len(self.entries)} records changed or left out "
-                         f"(all listed in {self.output}/convert_report.json):")
+                         f"(all listed in {self.report_file()}):")
             lines += [f"    {n} {key}" for key, n in self.counts().items()]
-            lines += [f"    {e}" for e in self.entries[:_MAX_LISTED]]
-            if len(self.entries) > _MAX_LISTED:
-                lines.append(f"    ... and {len(self.entries) - _MAX_LISTED} more")
+            lines += [f"    {e}" for e in others[:_MAX_LISTED]]
+            if len(others) > _MAX_LISTED:
+                lines.append(f"    ... and {len(others) - _MAX_LISTED} more, see "
+                             f"{self.report_file()}")
         if self.splits:
             if "val" not in self.splits:
                 lines.append("  no val split: the line below evaluates on the training images; "
                              "pass val_fraction=0.2 for a held-out set")
             lines += ["train with:", f"  {self.train_command()}"]
         return lines
+
+    def report_file(self) -> str:
+        """Where `convert` writes this report."""
+        return f"{self.output}/convert_report.json"
+
+    def _skipped_lines(self) -> list[str]:
+        """How many files were left out and why, naming the first few."""
+        skipped = [e for e in self.entries if e.action == SKIPPED]
+        if not skipped:
+            return []
+        why = Counter(e.reason for e in skipped)
+        lines = [f"  {len(skipped)} files skipped (not in the output): "
+                 + ", ".join(f"{n} {reason}" for reason, n in sorted(why.items()))]
+        lines += [f"    {e}" for e in skipped[:_MAX_SKIPPED]]
+        if len(skipped) > _MAX_SKIPPED:
+            lines.append(f"    ... and {len(skipped) - _MAX_SKIPPED} more, see "
+                         f"{self.report_file()}")
+        return lines
+
+
+def no_usable_image_message(report: ConversionReport, limit: int = _MAX_SKIPPED) -> str:
+    """Why a conversion found no image to write: the first ``limit`` entries (skipped files
+    first) and what to do."""
+    entries = sorted(report.entries, key=lambda e: e.action != SKIPPED)  # stable
+    lines = [f"{report.input}: no usable image ({len(entries)} problems, all in "
+             f"{report.report_file()})" + (f"; the first {min(limit, len(entries))}:"
+                                            if entries else "")]
+    lines += [f"  {e}" for e in entries[:limit]]
+    if len(entries) > limit:
+        lines.append(f"  ... and {len(entries) - limit} more")
+    reasons = dict.fromkeys(e.reason for e in entries)
+    hints = [_HINTS[r] for r in reasons if r in _HINTS]
+    if not report.entries:
+        hints.append("no image was found: check input=, or pass img_dir=DIR to say where "
+                     "the images are")
+    lines += [f"hint: {h}" for h in hints]
+    return "\n".join(lines)

@@ -17,38 +17,15 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from rfcn.engine.distributed import is_main_process
+from rfcn.engine.train_loop import StepResult, TrainHook, every
+from rfcn.utils.distributed import is_main_process
 
 if TYPE_CHECKING:
     from torch import nn
 
-    from rfcn.engine.trainer import StepResult, Trainer
+    from rfcn.engine.trainer import Trainer
 
 logger = logging.getLogger(__name__)
-
-
-class TrainHook:
-    """No-op base; override what you need."""
-
-    def before_train(self, trainer: Trainer) -> None:
-        pass
-
-    def after_step(self, trainer: Trainer, result: StepResult) -> None:
-        pass
-
-    def after_train(self, trainer: Trainer) -> None:
-        pass
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
-
-
-def every(period: int, trainer: Trainer) -> bool:
-    """True on multiples of `period` (> 0) and after the run's last iteration."""
-    return trainer.last_step or (period > 0 and trainer.iteration % period == 0)
 
 
 class ScalarRecorder:
@@ -165,8 +142,9 @@ class EvalHook(TrainHook):
     sets `trainer.metrics` and records eval/<metric> and eval_per_class/<class> scalars.
 
     Args:
-        evaluate_fn: `(model_without_ddp, iteration) -> metrics`; every rank calls it (the
-            metrics come back on the main process).
+        evaluate_fn: `(model, iteration) -> metrics`, the model being the trainer's moving
+            average of the weights when it keeps one (`train.ema`), else the bare training
+            model; every rank calls it (the metrics come back on the main process).
     """
 
     def __init__(
@@ -241,7 +219,7 @@ class BestCheckpointHook(TrainHook):
     def after_step(self, trainer: Trainer, result: StepResult) -> None:
         if self.eval_hook.last_iteration != trainer.iteration:
             return  # no fresh evaluation this step
-        from rfcn.engine.distributed import broadcast_object
+        from rfcn.utils.distributed import broadcast_object
 
         improved = broadcast_object(self._update(trainer.metrics, trainer.iteration))
         if improved:
@@ -302,6 +280,6 @@ class CurvesHook(TrainHook):
     def _plot(self) -> None:
         if not is_main_process() or not self.recorder.history:
             return
-        from rfcn.engine.plots import plot_training_curves
+        from rfcn.visualization.plots import plot_training_curves
 
         plot_training_curves(self.recorder.history, self.path)

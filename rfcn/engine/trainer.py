@@ -6,7 +6,9 @@ loader factory, hooks) and plain settings; the entry point (rfcn.entrypoints.tra
 them from a config. Resuming is exact because every source of randomness is either restored
 from the checkpoint (torch / numpy / python RNG) or a pure function of (seed, iteration) (the
 data loader), and the learning-rate schedule is a pure function of the iteration: the
-scheduler is built at the iteration training starts from, never patched.
+scheduler is built at the iteration training starts from, never patched. With a moving
+average of the weights (rfcn.engine.ema), evaluation and the checkpoint's `"model"` are the
+average's; the raw weights travel as `"model_train"` for resume.
 """
 
 from __future__ import annotations
@@ -16,26 +18,28 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from rfcn.engine.checkpoint import (
+from rfcn.checkpoint import (
     FORMAT_VERSION,
     capture_rng_state,
     remove_stale_temporaries,
     restore_rng_state,
     save_checkpoint,
 )
-from rfcn.engine.distributed import (
+from rfcn.engine.ema import ModelEMA, checkpoint_weights, load_ema
+from rfcn.engine.interrupt import StopRequest, TrainingInterrupted
+from rfcn.engine.train_loop import StepResult, TrainHook
+from rfcn.utils.distributed import (
     all_gather_object,
     get_rank,
     get_world_size,
     is_distributed,
     is_main_process,
 )
-from rfcn.engine.hooks import TrainHook
 
 logger = logging.getLogger(__name__)
 
@@ -51,17 +55,6 @@ class TrainerSettings:
     clip_grad_norm: float | None = None
     max_nonfinite_steps: int = 5
     max_loss: float = 1e4  # a larger (finite) total loss counts as exploded, like NaN/inf
-
-
-class StepResult(NamedTuple):
-    """What one iteration did: detached loss terms (floats), the total, the gradient norm
-    (None when skipped), whether the step was applied, and the files skipped by the loader."""
-
-    losses: dict[str, float]
-    total: float
-    grad_norm: float | None
-    finite: bool
-    skipped: int
 
 
 @dataclass
@@ -88,6 +81,8 @@ class Trainer:
         checkpoint_meta: extra entries stored in every checkpoint (model_spec, class_names,
             label_to_cat_id, config, architecture).
         hooks: called in order after every step (rfcn.engine.hooks).
+        ema: the moving average of `model_without_ddp`'s weights, updated after every
+            applied step; evaluated and checkpointed as the model (None: off).
     """
 
     def __init__(
@@ -103,6 +98,7 @@ class Trainer:
         settings: TrainerSettings,
         checkpoint_meta: dict[str, Any],
         hooks: Sequence[TrainHook] = (),
+        ema: ModelEMA | None = None,
     ) -> None:
         self.model = model
         self.model_without_ddp = model_without_ddp
@@ -114,6 +110,7 @@ class Trainer:
         self.settings = settings
         self.checkpoint_meta = checkpoint_meta
         self.hooks = list(hooks)
+        self.ema = ema
         use_scaler = device.type == "cuda" and settings.amp_dtype == torch.float16
         self.scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
         self.scheduler: torch.optim.lr_scheduler.LambdaLR | None = None
@@ -142,7 +139,7 @@ class Trainer:
         assert self.scheduler is not None, "before_train() builds the scheduler"
         return {
             **self.checkpoint_meta,
-            "model": self.model_without_ddp.state_dict(),
+            **checkpoint_weights(self.model_without_ddp, self.ema),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
@@ -155,8 +152,8 @@ class Trainer:
         }
 
     def load_training_state(self, checkpoint: dict[str, Any], path: Path | None = None) -> None:
-        """Optimizer buffers, scaler, counters, hooks and RNG from a checkpoint whose model
-        weights were already loaded.
+        """Optimizer buffers, scaler, counters, hooks, RNG and the moving average from a
+        checkpoint whose training weights were already loaded.
 
         Hyper-parameters (lr, momentum, weight decay, schedule) come from the current config,
         the optimizer's buffers and the iteration from the checkpoint: an unchanged config
@@ -176,6 +173,7 @@ class Trainer:
         for hook in self.hooks:
             if type(hook).__name__ in hook_states:
                 hook.load_state_dict(hook_states[type(hook).__name__])
+        load_ema(self.ema, checkpoint)
         self._restore_rng(checkpoint)
         self.last_good_checkpoint = path
 
@@ -196,11 +194,14 @@ class Trainer:
 
     def save(self, path: Path | None = None) -> Path | None:
         """Write a checkpoint (default last.pt) on the main process; refuses to write
-        non-finite weights. Every rank must call it (each contributes its RNG streams)."""
+        non-finite weights (training or average). Every rank must call it (each contributes
+        its RNG streams)."""
         rng_per_rank = all_gather_object(capture_rng_state())
+        models = {"": self.model_without_ddp, "ema ": self.ema.module if self.ema else None}
         bad = [
-            name
-            for name, t in self.model_without_ddp.state_dict().items()
+            prefix + name
+            for prefix, module in models.items() if module is not None
+            for name, t in module.state_dict().items()
             if t.is_floating_point() and not bool(torch.isfinite(t).all())
         ]
         if bad:
@@ -241,25 +242,63 @@ class Trainer:
 
     def train(self) -> dict[str, Any]:
         """Train to `max_iter` (or until a hook stops the run); returns the latest metrics
-        (main process; other ranks get {})."""
+        (main process; other ranks get {}).
+
+        Raises:
+            TrainingInterrupted: SIGINT / SIGTERM; the checkpoint of the last finished
+                iteration was saved first (rfcn.engine.interrupt).
+            TrainingDiverged: too many consecutive non-finite steps.
+        """
         logger.info("training iterations %d..%d on %s (world size %d)", self.iteration,
                     self.settings.max_iter, self.device, get_world_size())
         self.completed = False
         self.before_train()
         self.model.train()
-        try:
-            data = iter(self.loader_factory(self.iteration))
-            while not self.last_step:
-                result = self.run_step(next(data))
+        with StopRequest() as stop:
+            try:
+                self._loop(stop)
+                self.completed = True
+            finally:
                 for hook in self.hooks:
-                    hook.after_step(self, result)
-            self.completed = True
-        finally:
-            for hook in self.hooks:
-                hook.after_train(self)
+                    hook.after_train(self)
         if self.stop_reason:
             logger.info("iteration %d: %s", self.iteration, self.stop_reason)
         return self.metrics
+
+    def _loop(self, stop: StopRequest) -> None:
+        data = iter(self.loader_factory(self.iteration))
+        try:
+            self._steps(data, stop)
+        finally:
+            close = getattr(data, "close", None)
+            if close is not None:
+                close()  # ends the loader's workers now, not at interpreter exit
+
+    def _steps(self, data: Any, stop: StopRequest) -> None:
+        while not self.last_step:
+            try:
+                batch = next(data)
+            except Exception:
+                # a signal sent to the whole process group may end the loader's workers
+                # before this process sees it: stop as asked rather than fail
+                if stop.signum is None:
+                    raise
+                batch = None
+            # one check per iteration, before its step: a signal that came during the last
+            # step (or while waiting for this batch) stops after the last finished iteration
+            signum = stop.agreed(self.device) if batch is not None else stop.signum
+            if signum is not None:
+                self._interrupted(signum)
+            result = self.run_step(batch)
+            for hook in self.hooks:
+                hook.after_step(self, result)
+
+    def _interrupted(self, signum: int) -> None:
+        """Save the state after the last finished iteration, then end the run."""
+        path = None
+        if self.iteration > 0 and not self.in_nonfinite_streak:
+            path = self.save() or self.checkpoint_path
+        raise TrainingInterrupted(signum, self.iteration, path)
 
     def run_step(self, batch: Any) -> StepResult:
         """One iteration: forward, the non-finite guard (agreed by all ranks), backward,
@@ -276,6 +315,8 @@ class Trainer:
             self._nonfinite(terms)
         else:
             self.counters.consecutive_nonfinite = 0
+            if self.ema is not None:
+                self.ema.update(self.model_without_ddp)
         self.scheduler.step()
         self.counters.iteration += 1
         skipped = len(getattr(batch, "skipped", []))
@@ -352,11 +393,13 @@ class Trainer:
 
     def run_evaluation(self, evaluate_fn: Callable[[nn.Module, int], dict[str, Any]]
                        ) -> dict[str, Any]:
-        """`evaluate_fn(model_without_ddp, iteration)` without perturbing the training RNG
-        streams (exact resume); the model goes back to train mode."""
+        """`evaluate_fn(model, iteration)`, the model being the moving average when there is
+        one (else `model_without_ddp`), without perturbing the training RNG streams (exact
+        resume); the training model goes back to train mode."""
         rng = capture_rng_state()
+        model = self.ema.module if self.ema is not None else self.model_without_ddp
         try:
-            return evaluate_fn(self.model_without_ddp, self.iteration)
+            return evaluate_fn(model, self.iteration)
         finally:
             restore_rng_state(rng)
             self.model.train()

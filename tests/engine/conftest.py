@@ -44,6 +44,7 @@ def tiny_overrides(output_dir: Path, cache: Path, *extra: str) -> list[str]:
         "train.checkpoint_period=2",
         "train.log_period=1",
         "train.num_workers=0",
+        "train.num_threads=1",  # bit-exact comparisons: the default follows the idle cores
         "train.num_vis_images=1",
         "train.progress=false",
         *extra,

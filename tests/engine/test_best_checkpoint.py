@@ -11,8 +11,8 @@ import cv2
 import pytest
 import torch
 
-from rfcn import build
-from rfcn.engine.checkpoint import load_checkpoint
+from rfcn import assembly
+from rfcn.checkpoint import load_checkpoint
 from rfcn.engine.hooks import BestCheckpointHook
 from rfcn.entrypoints.train import train
 
@@ -72,12 +72,12 @@ def test_unknown_metric_is_refused(tmp_path: Path, synthetic_cache: Path, tiny_c
 def test_reference_batch_scales_the_learning_rate(compose) -> None:
     cfg = compose("train", ["solver.base_lr=0.01", "solver.ims_per_batch=4",
                             "solver.reference_batch=16"])
-    assert build.scaled_lr(cfg.solver, world_size=2) == pytest.approx(0.005)
+    assert assembly.scaled_lr(cfg.solver, world_size=2) == pytest.approx(0.005)
     model = torch.nn.Linear(2, 2)
-    optimizer, _ = build.build_solver(cfg.solver, model, 10, world_size=8)
+    optimizer, _ = assembly.build_solver(cfg.solver, model, 10, world_size=8)
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.02)
     off = compose("train", ["solver.base_lr=0.01"])
-    assert build.scaled_lr(off.solver, world_size=8) == 0.01  # off by default
+    assert assembly.scaled_lr(off.solver, world_size=8) == 0.01  # off by default
 
 
 def test_best_checkpoint_and_curves_resume_bit_exact(

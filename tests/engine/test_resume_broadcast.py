@@ -11,7 +11,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from rfcn.engine.checkpoint import save_checkpoint
+from rfcn.checkpoint import save_checkpoint
 from rfcn.entrypoints.train import _load_resume_checkpoint
 
 

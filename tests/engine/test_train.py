@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from rfcn.engine.checkpoint import CheckpointError, load_checkpoint
+from rfcn.checkpoint import CheckpointError, load_checkpoint
 from rfcn.engine.trainer import TrainingDiverged
 from rfcn.entrypoints.evaluate import evaluate
 from rfcn.entrypoints.train import train
@@ -125,7 +125,7 @@ def test_fine_tune_with_another_class_count(
         f"model.weights={weights}",
         drop_dataset=True,
     )
-    with caplog.at_level("INFO", logger="rfcn.engine.checkpoint"):
+    with caplog.at_level("INFO", logger="rfcn.models.weights"):
         metrics = train(cfg)
     assert "re-initialised" in caplog.text and "5 -> 4" in caplog.text
     ckpt = load_checkpoint(out / "checkpoints" / "last.pt")

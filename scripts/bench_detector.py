@@ -34,127 +34,62 @@ Setup (printed with the results):
   builder's random-init defaults (R-FCN: GroupNorm, OHEM over 300 proposals; torchvision:
   BatchNorm, 2000 proposals, 512 sampled RoIs).
 - Runtimes (--runtime, CPU): "eager" is the sections above (and the training step). Any other
-  runtime adds a table in which R-FCN (300 proposals) and torchvision's Faster R-CNN run
-  through each requested runtime (eager, compile, onnxruntime, int8; see bench_runtimes.py for
-  how each is built), interleaved with torchvision's model as shipped: per row the median
-  time, the speed-up over torchvision as shipped and, for R-FCN, the ratio to torchvision
-  through the same runtime (the structural lead). Export, quantisation and compilation (with
-  its first call) are timed once, printed, and kept out of the medians; onnxruntime gets
-  torch's intra-op thread count. int8 is calibrated on training images of the synthetic
-  dataset (--calibration-images, default 16) resized to the input size; it changes the
-  detections, scripts/runtime_ap.py measures by how much.
+  runtime adds a table in which R-FCN (300 proposals) and torchvision's Faster R-CNN run through
+  each requested runtime (eager, compile, onnxruntime, int8; see rfcn/inference/runtimes.py for
+  how each is built), interleaved with torchvision's model as shipped: per row the median time,
+  the speed-up over torchvision as shipped and, for R-FCN, the ratio to torchvision through the
+  same runtime (the structural lead). Export, quantisation and compilation (with its first call)
+  are timed once, printed, and kept out of the medians; onnxruntime gets torch's intra-op thread
+  count. int8 is calibrated on training images of the synthetic dataset (--calibration-images,
+  default 16) resized to the input size; it changes the detections, scripts/runtime_ap.py
+  measures by how much.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import logging
 import statistics
 import sys
+import tempfile
 import time
-import warnings
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import numba
 import torch
-import torchvision
-from bench_runtimes import (
-    COMPILE_MODES,
-    COMPILE_SCOPES,
-    RUNTIMES,
-    SYNTHETIC_ROOT,
-    runtime_section,
+from torch import Tensor, nn
+
+from rfcn.inference.bench_models import (
+    NUM_CLASSES,
+    build_rfcn,
+    build_rfcn_for_training,
+    build_rfcn_model,
+    build_torchvision,
+    random_targets,
 )
-from bench_timing import (
+from rfcn.inference.bench_report import environment, fmt_s, stage_table, table
+from rfcn.inference.runtime_comparison import (
+    SYNTHETIC_DEFAULTS,
+    SYNTHETIC_ROOT,
+    compare_runtimes,
+    runtime_report,
+    synthetic_calibration,
+)
+from rfcn.inference.runtimes import COMPILE_MODES, COMPILE_SCOPES, RUNTIMES
+from rfcn.inference.timing import (
     ProposalCounter,
     StageTimer,
-    environment,
-    fmt_s,
     instrument_rfcn,
     instrument_torchvision,
     interleaved,
-    stage_table,
-    table,
 )
-from torch import Tensor, nn
-from torchvision.ops.misc import FrozenBatchNorm2d
-
-from rfcn.models import rfcn_resnet50
-from rfcn.models.builders import FrozenBNWithoutWeightsWarning
 from rfcn.models.inference import inference_copy
 
-NUM_CLASSES = 81
 PROPOSAL_LADDER = (100, 300, 1000, 2000)
 COMPARE_PROPOSALS = 300
 SPEEDUP_GOAL = 2.0
 CURVE_GOAL = 1.10
-
-
-# ---- models -----------------------------------------------------------------------------------
-
-
-def build_rfcn(
-    size: tuple[int, int], post_nms: int, device: torch.device, score_thresh: float
-) -> nn.Module:
-    """The benchmarked R-FCN as inference runs it: through inference_copy."""
-    return inference_copy(build_rfcn_model(size, post_nms, device, score_thresh))
-
-
-def build_rfcn_model(
-    size: tuple[int, int], post_nms: int, device: torch.device, score_thresh: float
-) -> nn.Module:
-    """R-FCN R-50, frozen BN with trained-like statistics, eval mode (no inference copy)."""
-    torch.manual_seed(0)  # every R-FCN of the run has the same weights
-    # (the builder warns that frozen BN without ImageNet weights is the identity: the
-    # statistics are set below)
-    logging.getLogger("rfcn.models.backbone").setLevel(logging.ERROR)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=FrozenBNWithoutWeightsWarning)
-        model = rfcn_resnet50(
-            NUM_CLASSES, min_size=size[0], max_size=size[1], rpn_post_nms_top_n_test=post_nms,
-            box_score_thresh=score_thresh, norm="frozen_bn",
-        ).to(device)
-    _randomise_frozen_bn(model)
-    return model.eval()
-
-
-def build_rfcn_for_training(size: tuple[int, int], device: torch.device) -> nn.Module:
-    """The builder's random-init defaults (GroupNorm trunk, OHEM), as training from scratch."""
-    torch.manual_seed(0)
-    return rfcn_resnet50(NUM_CLASSES, min_size=size[0], max_size=size[1]).to(device)
-
-
-@torch.no_grad()
-def _randomise_frozen_bn(model: nn.Module) -> None:
-    """Statistics like a trained network's (the timing does not depend on them)."""
-    gen = torch.Generator().manual_seed(0)
-    for m in model.modules():
-        if isinstance(m, FrozenBatchNorm2d):
-            for buf, lo, hi in ((m.weight, 0.5, 1.5), (m.running_var, 0.5, 2.0)):
-                buf.copy_(torch.empty(buf.shape).uniform_(lo, hi, generator=gen))
-            for buf in (m.bias, m.running_mean):
-                buf.copy_(torch.randn(buf.shape, generator=gen) * 0.1)
-
-
-def build_torchvision(
-    size: tuple[int, int], device: torch.device, score_thresh: float
-) -> nn.Module:
-    torch.manual_seed(0)
-    return torchvision.models.detection.fasterrcnn_resnet50_fpn(
-        weights=None, weights_backbone=None, num_classes=NUM_CLASSES, min_size=size[0],
-        max_size=size[1], rpn_post_nms_top_n_test=COMPARE_PROPOSALS, box_score_thresh=score_thresh,
-    ).to(device).eval()
-
-
-def random_targets(image: Tensor, num_boxes: int, seed: int) -> dict[str, Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    h, w = image.shape[-2:]
-    xy = torch.rand(num_boxes, 2, generator=g) * torch.tensor([w * 0.7, h * 0.7])
-    wh = (0.1 + 0.2 * torch.rand(num_boxes, 2, generator=g)) * torch.tensor([w, h])
-    boxes = torch.cat([xy, xy + wh], dim=1)
-    labels = torch.randint(1, NUM_CLASSES, (num_boxes,), generator=g)
-    return {"boxes": boxes.to(image.device), "labels": labels.to(image.device)}
 
 
 @contextlib.contextmanager
@@ -195,9 +130,11 @@ def run(args: argparse.Namespace) -> int:
     if any(r != "eager" for r in args.runtime):
         compare_n = COMPARE_PROPOSALS if COMPARE_PROPOSALS in args.proposals else args.proposals[0]
         runtime_section(args, build_rfcn_model(size, compare_n, device, args.score_thresh),
-                        build_torchvision(size, device, args.score_thresh), image, device)
+                        build_torchvision(size, COMPARE_PROPOSALS, device, args.score_thresh),
+                        image, device)
     if eager and not args.no_train:
-        tv = None if args.quick else build_torchvision(size, device, args.score_thresh)
+        tv = (None if args.quick
+              else build_torchvision(size, COMPARE_PROPOSALS, device, args.score_thresh))
         train_section(args, build_rfcn_for_training(size, device), tv, image, device)
     print(f"Benchmark wall time {time.perf_counter() - started:.0f} s.")
     return 0
@@ -212,7 +149,7 @@ def eager_sections(
     compare_n = COMPARE_PROPOSALS if COMPARE_PROPOSALS in ladder else ladder[0]
     rfcns = {n: build_rfcn(size, n, device, args.score_thresh) for n in ladder}
     counters = {n: ProposalCounter(m.rpn) for n, m in rfcns.items()}
-    tv = build_torchvision(size, device, args.score_thresh)
+    tv = build_torchvision(size, COMPARE_PROPOSALS, device, args.score_thresh)
     tv_fast = inference_copy(tv)
     tv_counter = ProposalCounter(tv.rpn)
 
@@ -324,6 +261,40 @@ def train_section(
                 [[labels[k], fmt_s(med[k]), " ".join(fmt_s(t) for t in times[k]),
                   f"{ref / med[k]:.2f}×"] for k in models]))
     print()
+
+
+def runtime_section(
+    args: argparse.Namespace, rfcn: nn.Module, torchvision_model: nn.Module, image: Tensor,
+    device: torch.device,
+) -> None:
+    """R-FCN and torchvision's detector through each of ``args.runtime``, timed interleaved
+    with torchvision's model as shipped (rfcn.inference.runtime_comparison)."""
+    print("## Inference runtimes (CPU): R-FCN R-50 vs torchvision Faster R-CNN R-50-FPN\n")
+    if device.type != "cpu":
+        print("Skipped: the runtimes compared here run on the CPU (use --device cpu).\n")
+        return
+    size = (int(image.shape[-2]), int(image.shape[-1]))
+    with tempfile.TemporaryDirectory(prefix="bench-runtimes-") as tmp:
+        calibration = None
+        if "int8" in args.runtime:
+            calibration = bench_calibration(args, size, Path(tmp))
+        comparison = compare_runtimes(
+            args.runtime, rfcn, torchvision_model, image, Path(tmp), runs=args.runs,
+            warmup=args.warmup, calibration=calibration, compile_scope=args.compile_scope,
+            compile_mode=args.compile_mode)
+    print(runtime_report(comparison))
+
+
+def bench_calibration(args: argparse.Namespace, size: tuple[int, int], tmp: Path
+                      ) -> list[Tensor]:
+    """Calibration images for the int8 rows: training images of the synthetic dataset (the
+    default training run's cache; --quick: a tiny one generated in `tmp`), resized to `size`."""
+    if args.quick:
+        return synthetic_calibration(args.calibration_images, size, tmp / "synthetic",
+                                     num_train=args.calibration_images, num_val=1,
+                                     image_size=64)
+    return synthetic_calibration(args.calibration_images, size,
+                                 Path(args.calibration_root).expanduser(), **SYNTHETIC_DEFAULTS)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

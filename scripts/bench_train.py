@@ -5,7 +5,7 @@
     python scripts/bench_train.py --quick               # tiny smoke run
 
 The config is composed from configs/train.yaml with Hydra's compose API and the objects are
-built the way `tools/train.py` builds them (rfcn.build, rfcn.engine.process's thread setup,
+built the way `tools/train.py` builds them (rfcn.assembly, rfcn.utils.process's thread setup,
 rfcn.data.loader.build_train_loader with train.num_workers workers). Each timed step is
 `Trainer.run_step`, the trainer's own iteration: forward, guards, backward, optimizer step,
 LR scheduler step (no hooks: no checkpoint, evaluation or logging).
@@ -23,7 +23,6 @@ that one-off generation is timed separately and not part of the numbers.
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
 import statistics
 import sys
@@ -37,11 +36,12 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from rfcn import build
+from rfcn import assembly
 from rfcn import config as rc
 from rfcn.data.loader import build_train_loader
-from rfcn.engine.process import amp_dtype, configure_threads, seed_everything, setup_device
 from rfcn.engine.trainer import Trainer
+from rfcn.inference.bench_report import environment, table
+from rfcn.utils.process import amp_dtype, configure_threads, seed_everything, setup_device
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
@@ -49,12 +49,6 @@ CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 def compose_config(overrides: list[str]) -> DictConfig:
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         return compose("train", overrides=overrides)
-
-
-def table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
 
 
 def loader_cost(train_ds: Any, cfg: DictConfig, transforms: Any, batches: int) -> float:
@@ -84,29 +78,26 @@ def _setup(args: argparse.Namespace) -> tuple[Any, ...]:
     threads = configure_threads(cfg.train.num_threads, cfg.train.num_workers)
     seed_everything(cfg.train.seed)
     started = time.perf_counter()
-    train_ds, _ = build.build_datasets(cfg.dataset)
-    build.apply_auto_sizing(cfg, train_ds)
+    train_ds, _ = assembly.build_datasets(cfg.dataset)
+    assembly.apply_auto_sizing(cfg, train_ds)
     gen_s = time.perf_counter() - started
-    model = build.build_model(cfg.model, len(train_ds.class_names)).to(device)
-    optimizer, lr_multiplier = build.build_solver(cfg.solver, model, cfg.train.max_iter)
+    model = assembly.build_model(cfg.model, len(train_ds.class_names)).to(device)
+    optimizer, lr_multiplier = assembly.build_solver(cfg.solver, model, cfg.train.max_iter)
     trainer = Trainer(
         model=model, model_without_ddp=model, optimizer=optimizer, lr_multiplier=lr_multiplier,
         loader_factory=lambda start: [], device=device, output_dir=Path(tempfile.gettempdir()),
-        settings=build.trainer_settings(cfg.train, amp_dtype(rc.plain(cfg.train.amp), device)),
+        settings=assembly.trainer_settings(cfg.train, amp_dtype(rc.plain(cfg.train.amp), device)),
         checkpoint_meta={},
     )
-    transforms = build.build_train_transforms(cfg.aug, model)
+    transforms = assembly.build_train_transforms(cfg.aug, model)
     return cfg, overrides, tmp, device, threads, train_ds, gen_s, model, trainer, transforms
 
 
 def _print_setup(cfg: Any, overrides: list[str], device: torch.device, threads: int,
                  train_ds: Any, gen_s: float, model: Any) -> None:
-    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     print(f"# Training benchmark\n\n`{' '.join(['python', *sys.argv])}`\n")
-    print(f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {cores} cores, "
-          f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, device {device}; "
-          f"torch {torch.__version__}\n")
+    print(f"{environment(device)}; device {device}\n")
     print(f"Recipe: model {cfg.model.name}, dataset {cfg.dataset.name} ({len(train_ds)} train "
           f"images), {cfg.solver.ims_per_batch} images/step, training sizes "
           f"{list(model.spec.images.training_sizes)} max_size {model.spec.images.max_size}, "

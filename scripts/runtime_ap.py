@@ -6,10 +6,10 @@
     python scripts/runtime_ap.py --quick        # smoke: tiny random model, tiny synthetic set
 
 The checkpoint's model runs through each --runtime (default: eager, onnxruntime, int8,
-compile; built as in bench_runtimes.py) on the validation split of its own dataset (the
+compile; built by rfcn.inference.runtimes) on the validation split of its own dataset (the
 synthetic or COCO-json config stored in the checkpoint; --dataset-root moves the synthetic
 cache, --ann-file/--img-dir evaluate another COCO-json split), scored by the project's
-evaluator (CocoEvaluator through rfcn.engine.evaluator.inference_on_dataset, which takes any
+evaluator (CocoEvaluator through rfcn.evaluation.evaluator.inference_on_dataset, which takes any
 callable `model(images) -> list[dict]` behind an nn.Module shell: it calls model.eval() and
 restores model.train(...)). The table: AP, AP50, their change against eager, and the median
 model time per image (image decoding excluded; the first call of each runtime, which
@@ -37,21 +37,22 @@ from typing import Any
 
 import numba
 import torch
-from bench_runtimes import (
-    COMPILE_MODES,
-    COMPILE_SCOPES,
-    RUNTIMES,
-    Detect,
-    Runtime,
-    build_runtime,
-    error_text,
-)
 from torch import Tensor, nn
 
 from rfcn.data import CocoDetection
 from rfcn.data.image_io import to_tensor
-from rfcn.engine.coco_eval import CocoEvaluator
-from rfcn.engine.evaluator import inference_on_dataset
+from rfcn.evaluation.coco import CocoEvaluator
+from rfcn.evaluation.evaluator import inference_on_dataset
+from rfcn.inference.bench_report import table
+from rfcn.inference.exported import Detect
+from rfcn.inference.runtimes import (
+    COMPILE_MODES,
+    COMPILE_SCOPES,
+    RUNTIMES,
+    Runtime,
+    build_all,
+    error_text,
+)
 
 DEFAULT_RUNTIMES = ("eager", "onnxruntime", "int8", "compile")
 
@@ -93,17 +94,17 @@ def evaluate(detect: Detect, dataset: Any, count: int) -> tuple[dict[str, Any], 
 
 def checkpoint_model_and_data(args: argparse.Namespace) -> tuple[nn.Module, Any, Any, str]:
     """(model, evaluation split, calibration split, a note on the data) of --checkpoint."""
-    from rfcn import build
+    from rfcn import assembly
     from rfcn import config as rc
-    from rfcn.engine.checkpoint import check_classes, load_checkpoint
+    from rfcn.checkpoint import check_classes, load_checkpoint
 
     source = os.path.expanduser(args.checkpoint)
     ckpt = load_checkpoint(source)
-    spec = build.checkpoint_spec(ckpt, source)
+    spec = assembly.checkpoint_spec(ckpt, source)
     post = {"box_nms": "nms"} if spec.post.box_nms != "nms" else None
     if post:
         print(f"box_nms={spec.post.box_nms!r} has no graph form: every runtime uses nms.\n")
-    model = build.restore_model(ckpt, source, post).eval()
+    model = assembly.restore_model(ckpt, source, post).eval()
     if args.ann_file:
         val = CocoDetection(os.path.expanduser(args.img_dir), os.path.expanduser(args.ann_file))
         train, note = val, "calibrated on evaluation images (no training split given)"
@@ -114,7 +115,7 @@ def checkpoint_model_and_data(args: argparse.Namespace) -> tuple[nn.Module, Any,
                              "COCO-json split with --ann-file/--img-dir")
         if args.dataset_root:
             cfg.root = args.dataset_root
-        train, val = build.build_datasets(rc.validate_dataset_config(cfg))
+        train, val = assembly.build_datasets(rc.validate_dataset_config(cfg))
         note = f"dataset {cfg.name}, calibrated on its training split"
     check_classes(ckpt["class_names"], val.class_names, f"evaluating {source}")
     return model, val, train, note
@@ -156,9 +157,7 @@ def result_rows(results: dict[str, dict[str, Any]]) -> list[list[str]]:
 def print_report(results: dict[str, dict[str, Any]], built: dict[str, Runtime]) -> None:
     header = ["runtime", "AP", "AP50", "ΔAP vs eager", "ΔAP50 vs eager", "ms / image (median)",
               "notes"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in result_rows(results)]
-    print("\n".join(lines))
+    print(table(header, result_rows(results)))
     print("\nAP in %, Δ in AP points.\n")
     for name, rt in built.items():
         print(f"- {name}: {rt.how}")
@@ -172,25 +171,27 @@ def run_runtimes(args: argparse.Namespace, model: nn.Module, val: Any, calibrati
                  workdir: Path) -> tuple[dict[str, dict[str, Any]], dict[str, Runtime]]:
     count = len(val) if args.max_images is None else min(args.max_images, len(val))
     first = to_tensor(val.load_image(0))
+    built, failed = build_all(args.runtime, {"rfcn": model}, first, workdir,
+                              torch.get_num_threads(), calibration, args.compile_scope,
+                              args.compile_mode)
     results: dict[str, dict[str, Any]] = {}
-    built: dict[str, Runtime] = {}
+    scored: dict[str, Runtime] = {}
     for name in args.runtime:
-        previous = built.get("onnxruntime")
+        if (name, "rfcn") in failed:
+            results[name] = {"error": failed[name, "rfcn"]}
+            continue
+        rt = built[name, "rfcn"]
         try:
-            rt = build_runtime(name, "rfcn", model, image=first, workdir=workdir,
-                               threads=torch.get_num_threads(), calibration=calibration,
-                               onnx_path=previous.onnx_path if previous else None,
-                               compile_scope=args.compile_scope, compile_mode=args.compile_mode)
             rt.detect([first])  # warm-up (compile: the compiling call when not made yet)
             metrics, seconds = evaluate(rt.detect, val, count)
         except Exception as e:  # report and go on with the other runtimes
             results[name] = {"error": error_text(e)}
             continue
-        built[name] = rt
+        scored[name] = rt
         results[name] = {"metrics": {k: metrics[k] for k in ("AP", "AP50", "AP75")},
                          "median_s": statistics.median(seconds), "build_s": rt.build_seconds,
                          "images": count}
-    return results, built
+    return results, scored
 
 
 def main(argv: list[str] | None = None) -> int:

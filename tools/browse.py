@@ -13,13 +13,14 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-import rfcn.config  # noqa: F401  (registers the config schemas)
+import rfcn.config as rc
 from rfcn.entrypoints.browse import browse
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="browse")
 def main(cfg: DictConfig) -> None:
     try:
+        rc.unknown_added_keys(cfg, rc.command_line_overrides(), rc.BrowseAppConfig)
         text = browse(cfg)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -11,22 +11,22 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-import rfcn.config  # noqa: F401  (registers the config schemas)
-from rfcn.engine.checkpoint import CheckpointError
-from rfcn.engine.coco_eval import format_coco_table
-from rfcn.engine.voc_eval import format_voc_table
+import rfcn.config as rc
+from rfcn.checkpoint import CheckpointError
 from rfcn.entrypoints.evaluate import evaluate
+from rfcn.evaluation import format_metrics
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="eval")
 def main(cfg: DictConfig) -> None:
     try:
+        rc.unknown_added_keys(cfg, rc.command_line_overrides(), rc.EvalAppConfig)
         metrics = evaluate(cfg)
-    except (CheckpointError, FileNotFoundError) as e:
+    except (CheckpointError, FileNotFoundError, rc.ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
     if metrics:
-        table = format_voc_table(metrics) if "mAP07" in metrics else format_coco_table(metrics)
+        table = format_metrics(metrics)
         print(f"\n{metrics.get('dataset')}, {metrics.get('num_images')} images:\n{table}")
 
 

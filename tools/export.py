@@ -13,14 +13,15 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-import rfcn.config  # noqa: F401  (registers the config schemas)
-from rfcn.engine.checkpoint import CheckpointError
+import rfcn.config as rc
+from rfcn.checkpoint import CheckpointError
 from rfcn.entrypoints.export import export
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="export")
 def main(cfg: DictConfig) -> None:
     try:
+        rc.unknown_added_keys(cfg, rc.command_line_overrides(), rc.ExportAppConfig)
         path = export(cfg)
     except (CheckpointError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -1,5 +1,5 @@
 """Structured-config schemas (registered in Hydra's ConfigStore) and the conversions of a
-composed config to plain data. Nothing here builds an object: rfcn.build does that.
+composed config to plain data. Nothing here builds an object: rfcn.assembly does that.
 
 This package is the only library code that knows Hydra / OmegaConf (the schemas are in
 `rfcn.config.schemas`). Every schema is a dataclass and
@@ -22,7 +22,10 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
+from rfcn.config.overrides import ConfigError, command_line_overrides, unknown_added_keys
+from rfcn.config.resume import override_keys, restore_run_config
 from rfcn.config.schemas import (
+    DATASET_SCHEMAS,
     Amp,
     AugConfig,
     BenchmarkAppConfig,
@@ -50,6 +53,7 @@ from rfcn.config.schemas import (
     TrainAppConfig,
     TrainConfig,
     VOCDatasetConfig,
+    validate_dataset_config,
 )
 
 logger = logging.getLogger(__name__)
@@ -61,6 +65,9 @@ def _from_scratch(weights_backbone: Any, value: Any) -> Any:
 
 
 OmegaConf.register_new_resolver("rfcn.from_scratch", _from_scratch, replace=True)
+# `${rfcn.parent:${output}}`: the folder of an output file (tools/export.py logs there).
+OmegaConf.register_new_resolver(
+    "rfcn.parent", lambda path: str(Path(os.path.expanduser(str(path))).parent), replace=True)
 
 
 def register_configs() -> None:
@@ -85,13 +92,6 @@ def register_configs() -> None:
 
 
 register_configs()
-
-DATASET_SCHEMAS: dict[str, type[DatasetConfig]] = {
-    "synthetic": SyntheticDatasetConfig,
-    "coco": CocoDatasetConfig,
-    "coco_json": CocoJsonDatasetConfig,
-    "voc": VOCDatasetConfig,
-}
 
 # ---- conversions ------------------------------------------------------------------------------
 
@@ -123,15 +123,6 @@ def model_kwargs(model_cfg: Any) -> dict[str, Any]:
     return {k: v for k, v in values.items() if k not in skip and v is not None}
 
 
-def validate_dataset_config(dataset_cfg: DictConfig | dict[str, Any]) -> DictConfig:
-    """A dataset node checked against its schema (by `name`); unknown keys raise."""
-    node = OmegaConf.create(dataset_cfg) if isinstance(dataset_cfg, dict) else dataset_cfg
-    name = node.get("name")
-    if name not in DATASET_SCHEMAS:
-        raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(DATASET_SCHEMAS)}")
-    return OmegaConf.merge(OmegaConf.structured(DATASET_SCHEMAS[name]), node)
-
-
 def resolve_output_dir(cfg: DictConfig) -> Path:
     """`cfg.output_dir`, else Hydra's run dir when running under Hydra, else the cwd."""
     if cfg.get("output_dir"):
@@ -151,6 +142,7 @@ __all__ = [
     "BoxNms",
     "BrowseAppConfig",
     "CocoDatasetConfig",
+    "ConfigError",
     "CocoJsonDatasetConfig",
     "DATASET_SCHEMAS",
     "DatasetConfig",
@@ -173,11 +165,15 @@ __all__ = [
     "TrainAppConfig",
     "TrainConfig",
     "VOCDatasetConfig",
+    "command_line_overrides",
     "from_yaml",
     "model_kwargs",
+    "override_keys",
     "plain",
     "register_configs",
     "resolve_output_dir",
+    "restore_run_config",
     "to_yaml",
+    "unknown_added_keys",
     "validate_dataset_config",
 ]

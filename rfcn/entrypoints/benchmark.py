@@ -7,11 +7,12 @@ from typing import Any
 
 import torch
 
-from rfcn import build
-from rfcn.engine.checkpoint import load_checkpoint
-from rfcn.engine.model_stats import count_flops, count_parameters, measure_throughput
-from rfcn.engine.process import configure_threads, setup_device
+from rfcn import assembly
+from rfcn.checkpoint import load_checkpoint
+from rfcn.inference.stats import count_flops, count_parameters
+from rfcn.inference.timing import measure_throughput
 from rfcn.models.inference import inference_copy
+from rfcn.utils.process import configure_threads, setup_device
 
 
 def benchmark(cfg: Any) -> dict[str, Any]:
@@ -23,10 +24,10 @@ def benchmark(cfg: Any) -> dict[str, Any]:
     torch.manual_seed(0)
     if cfg.checkpoint:
         ckpt = load_checkpoint(os.path.expanduser(cfg.checkpoint))
-        model = build.restore_model(ckpt, str(cfg.checkpoint))
+        model = assembly.restore_model(ckpt, str(cfg.checkpoint))
     else:
-        build.resolve_without_data(cfg.model, tuple(cfg.image_size))
-        model = build.build_model(cfg.model, int(cfg.num_classes), load_backbone=False)
+        assembly.resolve_without_data(cfg.model, tuple(cfg.image_size))
+        model = assembly.build_model(cfg.model, int(cfg.num_classes), load_backbone=False)
     h, w = (int(v) for v in cfg.image_size)
     image = torch.rand(3, h, w, generator=torch.Generator().manual_seed(0))
     params = count_parameters(model)

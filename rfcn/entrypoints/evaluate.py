@@ -6,15 +6,13 @@ import logging
 import os
 from typing import Any
 
-from rfcn import build
+from rfcn import assembly
 from rfcn import config as rc
-from rfcn.engine.checkpoint import check_classes, load_checkpoint
-from rfcn.engine.distributed import is_main_process
-from rfcn.engine.error_report import write_error_analysis
-from rfcn.engine.evaluation import evaluate_model
-from rfcn.engine.json_files import write_json
-from rfcn.engine.predict import coco_results
-from rfcn.engine.process import setup_process
+from rfcn.checkpoint import check_classes, load_checkpoint
+from rfcn.evaluation import coco_results, evaluate_model, write_error_analysis
+from rfcn.utils.distributed import is_main_process
+from rfcn.utils.files import write_json
+from rfcn.utils.process import setup_process
 
 logger = logging.getLogger(__name__)
 
@@ -26,15 +24,15 @@ def evaluate(cfg: Any) -> dict[str, Any]:
     to the output directory; returns the metrics (main process).
     """
     output_dir = rc.resolve_output_dir(cfg)
-    device = setup_process(cfg.device, None, cfg.num_workers)
+    device = setup_process(cfg.device, cfg.num_threads, cfg.num_workers)
     ckpt = load_checkpoint(os.path.expanduser(cfg.checkpoint))
-    model = build.restore_model(ckpt, str(cfg.checkpoint), cfg.test).to(device)
+    model = assembly.restore_model(ckpt, str(cfg.checkpoint), cfg.test).to(device)
     dataset_cfg = rc.validate_dataset_config(
         cfg.dataset if cfg.dataset else rc.from_yaml(ckpt["config"]).dataset)
-    dataset = build.build_eval_dataset(dataset_cfg)
+    dataset = assembly.build_eval_dataset(dataset_cfg)
     check_classes(ckpt["class_names"], dataset.class_names, f"evaluating {cfg.checkpoint}")
-    evaluator = build.build_evaluator(dataset_cfg.name, dataset)
-    metrics = evaluate_model(build.test_time_model(model, cfg.test), dataset, evaluator, device,
+    evaluator = assembly.build_evaluator(dataset_cfg.name, dataset)
+    metrics = evaluate_model(assembly.test_time_model(model, cfg.test), dataset, evaluator, device,
                              cfg.num_workers)
     if is_main_process():
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -46,4 +44,5 @@ def evaluate(cfg: Any) -> dict[str, Any]:
         if cfg.analysis:
             write_error_analysis(evaluator, dataset, output_dir, cfg.confusion_iou_thresh,
                                  cfg.confusion_score_thresh)
+    evaluator.release()
     return metrics

@@ -3,16 +3,14 @@ carries its class names (for tools/infer.py runtime=onnxruntime / pt2)."""
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
-from rfcn import build
+from rfcn import assembly
 from rfcn import config as rc
-from rfcn.engine.checkpoint import load_checkpoint
-
-METADATA_KEYS = ["rfcn_class_names", "rfcn_label_to_cat_id", "rfcn_model_spec"]
+from rfcn.checkpoint import load_checkpoint
+from rfcn.export.metadata import export_metadata
 
 
 def export(cfg: Any) -> Path:
@@ -21,13 +19,9 @@ def export(cfg: Any) -> Path:
         raise ValueError("test.scales / test.flip (test-time augmentation) run several passes: "
                          "an exported file holds one; export without them")
     ckpt = load_checkpoint(os.path.expanduser(cfg.checkpoint))
-    model = build.restore_model(ckpt, str(cfg.checkpoint), cfg.test).eval()
-    metadata = {
-        "rfcn_class_names": json.dumps(list(ckpt["class_names"])),
-        "rfcn_label_to_cat_id": json.dumps(
-            {str(k): int(v) for k, v in (ckpt.get("label_to_cat_id") or {}).items()}),
-        "rfcn_model_spec": json.dumps(model.spec.to_dict()),
-    }
+    model = assembly.restore_model(ckpt, str(cfg.checkpoint), cfg.test).eval()
+    metadata = export_metadata(list(ckpt["class_names"]), ckpt.get("label_to_cat_id"),
+                               model.spec.to_dict())
     from rfcn.export import export_onnx, export_pt2
 
     out = Path(os.path.expanduser(cfg.output))
@@ -37,12 +31,3 @@ def export(cfg: Any) -> Path:
                            metadata=metadata)
     return export_pt2(model, out, example_size=size, metadata=metadata)
 
-
-def exported_classes(metadata: dict[str, str], source: str) -> tuple[list[str], dict[int, int]]:
-    """Class names and label -> category id of an exported file (written by `export`)."""
-    if not metadata.get("rfcn_class_names"):
-        raise ValueError(f"{source} carries no class names: export it with tools/export.py")
-    names = json.loads(metadata["rfcn_class_names"])
-    ids = {int(k): int(v) for k, v in json.loads(metadata.get("rfcn_label_to_cat_id") or "{}")
-           .items()}
-    return names, ids

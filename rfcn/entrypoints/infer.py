@@ -9,13 +9,14 @@ from typing import Any
 
 import torch
 
-from rfcn import build
+from rfcn import assembly
 from rfcn import config as rc
-from rfcn.engine.checkpoint import load_checkpoint
-from rfcn.engine.predict import list_images, predict_images
-from rfcn.engine.process import configure_threads, setup_device
-from rfcn.entrypoints.export import METADATA_KEYS, exported_classes
+from rfcn.checkpoint import load_checkpoint
+from rfcn.data.image_io import list_images
+from rfcn.inference.exported import load_exported
+from rfcn.inference.predict import predict_images
 from rfcn.models.inference import inference_copy
+from rfcn.utils.process import configure_threads, setup_device
 
 
 def infer(cfg: Any) -> list[dict[str, Any]]:
@@ -28,8 +29,8 @@ def infer(cfg: Any) -> list[dict[str, Any]]:
         if not cfg.checkpoint:
             raise ValueError("runtime=torch needs checkpoint=PATH")
         ckpt = load_checkpoint(os.path.expanduser(cfg.checkpoint))
-        model = build.restore_model(ckpt, str(cfg.checkpoint), cfg.test).to(device)
-        detector = inference_copy(build.test_time_model(model, cfg.test))
+        model = assembly.restore_model(ckpt, str(cfg.checkpoint), cfg.test).to(device)
+        detector = inference_copy(assembly.test_time_model(model, cfg.test))
         class_names = list(ckpt["class_names"])
         label_to_cat_id = {int(k): int(v)
                            for k, v in (ckpt.get("label_to_cat_id") or {}).items()}
@@ -43,27 +44,5 @@ def infer(cfg: Any) -> list[dict[str, Any]]:
 def _exported(cfg: Any, runtime: str, device: torch.device) -> tuple[Any, list[str], dict]:
     if not cfg.model:
         raise ValueError(f"runtime={runtime} needs model=FILE (written by tools/export.py)")
-    path = Path(os.path.expanduser(cfg.model))
-    if not path.is_file():
-        raise FileNotFoundError(f"exported model not found: {path}")
-    if runtime == "onnxruntime":
-        from rfcn.export.onnx_runtime import OnnxDetector
-
-        providers = ["CUDAExecutionProvider"] if device.type == "cuda" else None
-        detector = OnnxDetector(path, providers)
-        names, ids = exported_classes(detector.metadata, str(path))
-        return detector, names, ids
-    from rfcn.export import load_pt2
-    from rfcn.export.exporters import load_pt2_metadata
-
-    module = load_pt2(path)
-    names, ids = exported_classes(load_pt2_metadata(path, METADATA_KEYS), str(path))
-
-    def detect(images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
-        out = []
-        for image in images:
-            boxes, labels, scores = module(image)
-            out.append({"boxes": boxes, "labels": labels, "scores": scores})
-        return out
-
-    return detect, names, ids
+    exported = load_exported(Path(os.path.expanduser(cfg.model)), runtime, device)
+    return exported.detect, exported.class_names, exported.label_to_cat_id

@@ -2,57 +2,70 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from rfcn import build
+from rfcn import assembly
 from rfcn import config as rc
-from rfcn.engine.checkpoint import CheckpointError, load_checkpoint
-from rfcn.engine.distributed import (
+from rfcn.checkpoint import CheckpointError, load_checkpoint
+from rfcn.engine.hooks import BestCheckpointHook
+from rfcn.engine.trainer import Trainer
+from rfcn.utils.distributed import (
     barrier,
     broadcast_object,
-    get_rank,
     get_world_size,
+    init_distributed,
     is_distributed,
     is_main_process,
-    wrap_ddp,
 )
-from rfcn.engine.evaluation import evaluate_model, tensorboard_eval_extras
-from rfcn.engine.hooks import BestCheckpointHook, ScalarRecorder
-from rfcn.engine.json_files import write_json
-from rfcn.engine.process import amp_dtype, seed_everything, setup_process
-from rfcn.engine.trainer import Trainer
+from rfcn.utils.files import write_json
+from rfcn.utils.process import configure_threads, seed_everything, setup_device
 
 logger = logging.getLogger(__name__)
 
 
-def train(cfg: Any) -> dict[str, Any]:
+def train(cfg: Any, command_line: Sequence[str] | None = None) -> dict[str, Any]:
     """Train as configured; returns the final metrics (on the main process).
+
+    With `train.resume=true` and a checkpoint in the run folder, `command_line` (the
+    overrides typed, as tools/train.py passes them) decides the configuration: the run's own,
+    from its checkpoint, with those keys overriding it. None: `cfg` as given, whole. A run
+    already at `train.max_iter` returns its metrics.json with `already_finished` set.
 
     Raises:
         TrainingDiverged: after `train.max_nonfinite_steps` consecutive non-finite steps.
+        TrainingInterrupted: SIGINT / SIGTERM (after saving the checkpoint).
         CheckpointError: a resume / fine-tune checkpoint that is unsafe or does not fit.
     """
     output_dir = rc.resolve_output_dir(cfg)
-    device = setup_process(cfg.train.device, cfg.train.num_threads, cfg.train.num_workers)
+    device = setup_device(cfg.train.device)
+    init_distributed(device)
+    resume_path = output_dir / "checkpoints" / "last.pt"
+    resume = _load_resume_checkpoint(resume_path) if cfg.train.resume else None
+    if resume is not None and command_line is not None and resume.get("config"):
+        cfg = _restored_config(cfg, resume, command_line, resume_path)
+    if resume is not None and int(resume["iteration"]) >= cfg.train.max_iter:
+        return _already_finished(cfg, resume, output_dir)
+    # resolved once and stored with the run's config: a resume uses the same count (exact)
+    cfg.train.num_threads = configure_threads(cfg.train.num_threads, cfg.train.num_workers)
     if is_main_process():
         output_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.train.seed)
-    data = build.training_data(cfg.dataset)
-    build.apply_auto_sizing(cfg, data.train)
-    resume_path = output_dir / "checkpoints" / "last.pt"
-    resume = _load_resume_checkpoint(resume_path) if cfg.train.resume else None
+    data = assembly.training_data(cfg.dataset)
+    assembly.apply_auto_sizing(cfg, data.train)
     model = _build_or_restore_model(cfg, data, resume, resume_path).to(device)
-    optimizer, lr_multiplier = build.build_solver(cfg.solver, model, cfg.train.max_iter,
-                                                  get_world_size())
-    writer = _open_tensorboard(output_dir, cfg)
+    optimizer, lr_multiplier = assembly.build_solver(cfg.solver, model, cfg.train.max_iter,
+                                                     get_world_size())
+    writer = assembly.open_tensorboard(output_dir, cfg)
     try:
-        trainer = _build_trainer(cfg, model, optimizer, lr_multiplier, data, device,
-                                 output_dir, writer)
+        trainer = assembly.build_trainer(cfg, model, optimizer, lr_multiplier, data, device,
+                                         output_dir, writer)
         if resume is not None:
             trainer.load_training_state(resume, resume_path)
             logger.info("resumed from %s at iteration %d", resume_path, trainer.iteration)
@@ -60,6 +73,27 @@ def train(cfg: Any) -> dict[str, Any]:
     finally:
         if writer is not None:
             writer.close()
+
+
+def _restored_config(cfg: Any, resume: dict[str, Any], command_line: Sequence[str],
+                     path: Path) -> Any:
+    """The run's own configuration (its checkpoint's), overridden by what was typed."""
+    restored, changes = rc.restore_run_config(cfg, resume["config"], command_line, str(path))
+    logger.info("train.resume: continuing the configuration stored in %s", path)
+    for change in changes:
+        logger.info("train.resume: from the command line, %s", change)
+    return restored
+
+
+def _already_finished(cfg: Any, resume: dict[str, Any], output_dir: Path) -> dict[str, Any]:
+    iteration = int(resume["iteration"])
+    logger.info("%s already finished at iteration %d (train.max_iter=%d): nothing to train",
+                output_dir, iteration, cfg.train.max_iter)
+    metrics: dict[str, Any] = {}
+    if is_main_process() and (output_dir / "metrics.json").is_file():
+        metrics = json.loads((output_dir / "metrics.json").read_text())
+    return {**metrics, "already_finished": iteration, "max_iter": int(cfg.train.max_iter),
+            "checkpoint": str(output_dir / "checkpoints" / "last.pt")}
 
 
 def _load_resume_checkpoint(path: Path) -> dict[str, Any] | None:
@@ -88,53 +122,16 @@ def _load_resume_checkpoint(path: Path) -> dict[str, Any] | None:
 
 
 def _build_or_restore_model(
-    cfg: Any, data: build.TrainingData, resume: dict[str, Any] | None, resume_path: Path
+    cfg: Any, data: assembly.TrainingData, resume: dict[str, Any] | None, resume_path: Path
 ) -> nn.Module:
     num_classes = len(data.class_names)
     if resume is not None:
-        return build.resume_model(cfg.model, num_classes, resume, str(resume_path))
+        return assembly.resume_model(cfg.model, num_classes, resume, str(resume_path))
     if cfg.model.weights:
         source = f"model.weights={cfg.model.weights}"
         ckpt = load_checkpoint(os.path.expanduser(cfg.model.weights))
-        return build.finetune_model(cfg.model, num_classes, ckpt, source)
-    return build.build_model(cfg.model, num_classes)
-
-
-def _open_tensorboard(output_dir: Path, cfg: Any) -> Any:
-    if not is_main_process():
-        return None
-    from torch.utils.tensorboard import SummaryWriter
-
-    writer = SummaryWriter(log_dir=str(output_dir))
-    writer.add_text("config", "```\n" + rc.to_yaml(cfg) + "\n```", 0)
-    return writer
-
-
-def _build_trainer(
-    cfg: Any, model: nn.Module, optimizer: Any, lr_multiplier: Any, data: build.TrainingData,
-    device: Any, output_dir: Path, writer: Any,
-) -> Trainer:
-    amp = amp_dtype(rc.plain(cfg.train.amp), device)
-    evaluator = build.build_evaluator(data.name, data.val)
-
-    def evaluate_fn(eval_model: nn.Module, iteration: int) -> dict[str, Any]:
-        metrics = evaluate_model(eval_model, data.val, evaluator, device,
-                                 cfg.train.num_workers, amp)
-        if writer is not None and metrics:
-            tensorboard_eval_extras(writer, eval_model, data.val, evaluator, device, iteration,
-                                    cfg.train.num_vis_images)
-        return metrics
-
-    transforms = build.build_train_transforms(cfg.aug, model)
-    loader_factory = build.train_loader_factory(cfg, data.train, transforms, get_rank(),
-                                                get_world_size())
-    hooks = build.build_hooks(cfg.train, evaluate_fn, ScalarRecorder(writer), output_dir,
-                              data.name)
-    train_model = wrap_ddp(model, device, cfg.solver.ims_per_batch)
-    return build.build_trainer(cfg=cfg, model=model, train_model=train_model,
-                               optimizer=optimizer, lr_multiplier=lr_multiplier,
-                               loader_factory=loader_factory, hooks=hooks, device=device,
-                               output_dir=output_dir, amp_dtype=amp, data=data)
+        return assembly.finetune_model(cfg.model, num_classes, ckpt, source)
+    return assembly.build_model(cfg.model, num_classes)
 
 
 def _run(trainer: Trainer, cfg: Any, output_dir: Path) -> dict[str, Any]:

@@ -15,7 +15,11 @@ torchvision works around that with tracing-only code paths, which this model doe
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -34,6 +38,31 @@ DEFAULT_OPSET = 18
 # torch.export; the upper bound only bounds the symbolic shapes).
 MIN_SIDE, MAX_SIDE = 2, 2**16
 INPUT_NAMES, OUTPUT_NAMES = ["image"], ["boxes", "labels", "scores"]
+# What the exporter and ONNX optimiser log at INFO (hundreds of lines per export: every
+# deduplicated initializer, every rewrite) is theirs, not the user's: only WARNING and above.
+_NOISY_LOGGERS = ("onnx_ir", "onnxscript", "torch.onnx", "torch.export", "torch._export",
+                  "torch.fx.experimental.symbolic_shapes", "torch._dynamo")
+
+logger = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def quiet_exporter() -> Iterator[None]:
+    """The exporter's loggers at WARNING, and its Python warnings (deprecations inside torch
+    and torchvision that users cannot act on) to this module's log at DEBUG."""
+    saved = {name: logging.getLogger(name).level for name in _NOISY_LOGGERS}
+    for name in _NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield
+        for w in caught:
+            logger.debug("exporter: %s: %s (%s:%d)", w.category.__name__, w.message,
+                         w.filename, w.lineno)
+    finally:
+        for name, level in saved.items():
+            logging.getLogger(name).setLevel(level)
 
 
 def export_program(
@@ -62,7 +91,7 @@ def export_program(
     example = torch.rand((3, *example_size), generator=torch.Generator().manual_seed(0))
     height, width = Dim("height", min=MIN_SIDE, max=MAX_SIDE), Dim("width", min=MIN_SIDE,
                                                                       max=MAX_SIDE)
-    with torch.no_grad():
+    with torch.no_grad(), quiet_exporter():
         return torch.export.export(module, (example.to(device),),
                                    dynamic_shapes={"image": {1: height, 2: width}},
                                    strict=False)
@@ -92,9 +121,10 @@ def export_onnx(
         metadata: strings stored in the model's metadata_props (class names, ...).
     """
     program = export_program(model, ps_ops="torch", example_size=example_size, device="cpu")
-    onnx_program = torch.onnx.export(
-        program, dynamo=True, opset_version=opset, input_names=INPUT_NAMES,
-        output_names=OUTPUT_NAMES, optimize=optimize, verbose=False)
+    with quiet_exporter():
+        onnx_program = torch.onnx.export(
+            program, dynamo=True, opset_version=opset, input_names=INPUT_NAMES,
+            output_names=OUTPUT_NAMES, optimize=optimize, verbose=False)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx_program.save(str(path))

@@ -5,7 +5,7 @@ Architecture and initialisation are separate steps. `RFCNSpec.create` resolves t
 arguments once (defaults below; the trunk's `norm` and `trainable_layers` depend on whether
 it starts from ImageNet weights); `rfcn_from_spec` builds that architecture with fresh
 weights; then the builder initialises: ImageNet weights into the trunk (`weights_backbone`),
-or every weight from an rfcn checkpoint (`weights`, through rfcn.engine.checkpoint, the one
+or every weight from an rfcn checkpoint (`weights`, through rfcn.checkpoint, the one
 checkpoint loader). The model keeps its spec (`model.spec`), which the trainer stores in every
 checkpoint, so resume, fine-tune, eval, infer and export rebuild exactly this model.
 
@@ -33,11 +33,8 @@ Keyword arguments and their defaults (rfcn.models.spec holds them):
              deform_conv5=False (conv5's 3×3 convs deformable, torchvision.ops.deform_conv2d)
 
 Normalisation from scratch: GroupNorm by default, as it does not depend on the per-process
-batch size (DDP). Which trains faster depends on the recipe; measured on the synthetic shapes
-(R-18, head_dim 256, 4 images/step, one seed each): with SGD lr 0.02, 350 steps, 224 px,
-GroupNorm reached AP50 0.059 vs 0.028 with trainable BatchNorm; with AdamW lr 1e-3, 800
-steps, 160 px, BatchNorm reached 0.58 vs 0.38 with GroupNorm, so the CPU quickstart config
-(configs/model/rfcn_r18.yaml) sets norm="bn".
+batch size (DDP); the CPU quickstart config (configs/model/rfcn_r18.yaml) sets norm="bn",
+which trained faster there (README, "Ablation", has the measurements).
 
 `norm="frozen_bn"` without ImageNet weights makes every normalisation the identity; the
 builder warns with `FrozenBNWithoutWeightsWarning`, which a deliberate user (a benchmark)
@@ -53,7 +50,6 @@ from typing import Any
 
 from torchvision.models.detection._utils import BoxCoder
 
-from rfcn.engine.checkpoint import CheckpointError, load_checkpoint, load_model_state
 from rfcn.models.backbone import load_backbone_weights, resnet_trunk
 from rfcn.models.postprocess import DetectionPostProcessor
 from rfcn.models.ps_head import PSRoIHead
@@ -62,9 +58,11 @@ from rfcn.models.roi_sampling import RoITargetAssigner
 from rfcn.models.rpn import build_rpn
 from rfcn.models.spec import RFCNSpec
 from rfcn.models.transform import RFCNTransform
+from rfcn.models.weights import CheckpointError, load_checkpoint, load_model_state
 
 __all__ = [
     "FrozenBNWithoutWeightsWarning",
+    "rfcn_from_checkpoint",
     "rfcn_from_spec",
     "rfcn_resnet18",
     "rfcn_resnet50",
@@ -140,17 +138,39 @@ def _build(
     return model
 
 
+def rfcn_from_checkpoint(
+    ckpt: dict[str, Any], source: str, spec: RFCNSpec | None = None, **overrides: Any,
+) -> RFCN:
+    """The model a loaded checkpoint stores, with its weights: the one way a checkpoint
+    becomes a model (eval, infer, export, `weights=`).
+
+    `spec` defaults to the checkpoint's `model_spec` (a caller that knows better, e.g. for a
+    format-1 checkpoint or a bare state dict, passes it); `overrides` change settings that do
+    not alter the weights (thresholds, sizes, post-processing); None values are ignored.
+
+    Raises:
+        CheckpointError: no usable spec, or weights that do not fit it (naming the tensors).
+    """
+    if spec is None:
+        if not isinstance(ckpt.get("model_spec"), dict):
+            raise CheckpointError(f"{source} has no model_spec: not an rfcn checkpoint")
+        try:
+            spec = RFCNSpec.from_dict(ckpt["model_spec"])
+        except ValueError as e:
+            raise CheckpointError(f"{source}: {e}") from e
+    spec = spec.replace(**{k: v for k, v in overrides.items() if v is not None})
+    model = rfcn_from_spec(spec)
+    load_model_state(model, ckpt, architecture=spec.builder, source=source)
+    return model
+
+
 def _from_checkpoint(arch: str, num_classes: int, weights: str, kwargs: dict[str, Any]) -> RFCN:
-    """The model an rfcn checkpoint stores (its spec), with its weights. `kwargs` may change
-    settings (thresholds, sizes); architecture changes show up as tensors that do not fit."""
+    """`weights=`: the checkpoint's model, which must be a rfcn_`arch` with `num_classes`. A
+    bare state dict is read as the architecture the caller's arguments describe."""
     ckpt = load_checkpoint(weights)
     if not isinstance(ckpt.get("model_spec"), dict):
-        # A bare state dict: the caller's arguments describe its architecture (a mismatch is
-        # reported tensor by tensor by the loader).
-        spec = RFCNSpec.create(arch, num_classes, **kwargs)
-        model = rfcn_from_spec(spec)
-        load_model_state(model, ckpt, architecture=spec.builder, source=str(weights))
-        return model
+        return rfcn_from_checkpoint(ckpt, str(weights), RFCNSpec.create(arch, num_classes,
+                                                                        **kwargs))
     spec = RFCNSpec.from_dict(ckpt["model_spec"])
     if spec.trunk.arch != arch:
         raise CheckpointError(f"{weights} is a rfcn_{spec.trunk.arch}, not a rfcn_{arch}")
@@ -158,9 +178,7 @@ def _from_checkpoint(arch: str, num_classes: int, weights: str, kwargs: dict[str
         raise CheckpointError(
             f"{weights} has {spec.num_classes} classes (background included), not "
             f"{num_classes}; fine-tune with tools/train.py model.weights=... for another count")
-    spec = spec.replace(**{k: v for k, v in kwargs.items() if v is not None})
-    model = rfcn_from_spec(spec)
-    load_model_state(model, ckpt, architecture=spec.builder, source=str(weights))
+    model = rfcn_from_checkpoint(ckpt, str(weights), spec, **kwargs)
     logger.info("loaded rfcn weights from %s", weights)
     return model
 

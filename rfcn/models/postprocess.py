@@ -19,7 +19,7 @@ from torch import Tensor
 from torchvision.models.detection._utils import BoxCoder
 from torchvision.ops import batched_nms, nms
 
-from rfcn.models.soft_nms import soft_nms
+from rfcn.ops import soft_nms
 
 # Boxes narrower or shorter than this (pixels of the resized image) are dropped, as in torchvision.
 MIN_BOX_SIZE = 1e-2

@@ -137,8 +137,9 @@ def _check_inputs(
     for i, img in enumerate(images):
         if img.dim() != 3 or img.shape[0] != 3 or img.shape[1] == 0 or img.shape[2] == 0:
             raise ValueError(f"images[{i}] must be Tensor[3, H, W], got shape {tuple(img.shape)}")
-        if not img.is_floating_point():
-            raise TypeError(f"images[{i}] must be a float tensor in [0, 1], got {img.dtype}")
+        if not (img.is_floating_point() or img.dtype == torch.uint8):
+            raise TypeError(f"images[{i}] must be a float tensor in [0, 1] or uint8 in "
+                            f"[0, 255], got {img.dtype}")
     if not training:
         return
     if targets is None:

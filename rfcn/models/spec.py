@@ -1,6 +1,6 @@
 """`RFCNSpec`: every number that decides an R-FCN, resolved once, in groups.
 
-A spec is what a checkpoint stores to rebuild its model exactly (DESIGN §6): the trunk
+A spec is what a checkpoint stores to rebuild its model exactly: the trunk
 (depth, normalisation, trainable stages), image sizes, RPN, head, RoI sampling and
 post-processing. Initialisation (ImageNet weights, an rfcn checkpoint) is not part of it:
 `rfcn.models.builders` builds a spec's architecture with fresh weights, then loads weights.

@@ -10,19 +10,27 @@ Training sizes: in train mode the shorter side is drawn from ``train_min_sizes``
 has one of those sizes (the training loader resizes in its workers, rfcn.data.transforms)
 is left as it is, so the loader's choice of scale is the one that counts. Eval mode always
 uses ``min_size``.
+
+Pixels: images come as float in [0, 1] (torchvision's convention) or as uint8 in 0..255, as
+the data loaders hand them over (a quarter of the bytes through worker queues and host to
+device copies). uint8 images are converted where they are, i.e. on the model's device once
+the caller has moved them: ``x.to(float32).div_(255)``, exactly what
+``rfcn.data.image_io.to_tensor`` computes, so both inputs give identical results.
 """
 
 from __future__ import annotations
 
 import math
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_boxes
 
 
 class RFCNTransform(GeneralizedRCNNTransform):
-    """Normalise, resize (shorter side ``min_size``, longer ≤ ``max_size``) and batch images.
+    """Normalise, resize (shorter side ``min_size``, longer ≤ ``max_size``) and batch images
+    (Tensor[3, H, W] float in [0, 1] or uint8).
 
     Args (besides GeneralizedRCNNTransform's): train_min_sizes: shorter sides for training,
     one drawn per image (None: ``min_size``).
@@ -34,6 +42,12 @@ class RFCNTransform(GeneralizedRCNNTransform):
         super().__init__(min_size, max_size, image_mean, image_std, **kwargs)
         self.eval_min_size = int(min_size)
         self.train_min_sizes = tuple(int(s) for s in (train_min_sizes or (min_size,)))
+
+    def normalize(self, image: Tensor) -> Tensor:
+        """Tensor[3, H, W] float in [0, 1] or uint8 -> normalised float (float32 for uint8)."""
+        if image.dtype == torch.uint8:
+            image = image.to(torch.float32).div_(255.0)
+        return super().normalize(image)
 
     def _already_sized(self, h: int, w: int) -> bool:
         """Within a pixel of a training size (the loader resized it already)."""

@@ -178,6 +178,9 @@ def _check_offsets(offsets: Tensor | None, input: Tensor, rois: Tensor, ph: int,
         raise TypeError(f"offsets dtype {offsets.dtype} must equal input dtype {input.dtype}")
 
 
+# A leaf of torch.fx graphs (as torchvision marks its ops): symbolic tracing records one call
+# instead of running the argument checks on proxies; the checks run when the graph runs.
+@torch.fx.wrap
 def deform_ps_roi_pool(
     input: Tensor,
     rois: Tensor | list[Tensor],

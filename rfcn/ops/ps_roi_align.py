@@ -103,6 +103,9 @@ _ps_roi_align_op.register_autograd(_backward, setup_context=_setup_context)
 _ps_roi_align_backward_op.register_autograd(_backward_bwd, setup_context=_setup_context_bwd)
 
 
+# A leaf of torch.fx graphs (as torchvision marks its ops): symbolic tracing records one call
+# instead of running the argument checks on proxies; the checks run when the graph runs.
+@torch.fx.wrap
 def ps_roi_align(
     input: Tensor,
     boxes: Tensor | list[Tensor],

@@ -102,7 +102,7 @@ def test_weights_rebuild_the_checkpoint_spec_with_new_settings(tmp_path) -> None
         [p.requires_grad for p in model.parameters()]
     for k, v in model.state_dict().items():
         assert torch.equal(v, loaded.state_dict()[k]), k
-    from rfcn.engine.checkpoint import CheckpointError
+    from rfcn.checkpoint import CheckpointError
 
     with pytest.raises(CheckpointError, match="3 classes|4 classes"):
         rfcn_resnet18(3, weights=str(path))

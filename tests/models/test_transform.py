@@ -42,3 +42,22 @@ def test_thin_strips_keep_one_pixel(shape: tuple[int, int]) -> None:
 def test_empty_image_is_refused_with_a_message() -> None:
     with pytest.raises(ValueError, match="empty image"):
         RFCNTransform(32, 64, MEAN, STD).eval()([torch.rand(3, 0, 10)])
+
+
+def test_uint8_and_float_images_give_identical_results() -> None:
+    """uint8 images (what the loaders hand over) are divided by 255 where they are, then
+    normalised: the same pixels as float in [0, 1] give the same batch, bit for bit."""
+    g = torch.Generator().manual_seed(0)
+    u8 = [torch.randint(0, 256, (3, int(h), int(w)), generator=g, dtype=torch.uint8)
+          for h, w in torch.randint(40, 300, (3, 2), generator=g)]
+    as_float = [im.to(torch.float32).div_(255.0) for im in u8]
+    for mode in ("eval", "train"):
+        tf = RFCNTransform(96, 160, MEAN, STD, size_divisible=16)
+        tf.train(mode == "train")
+        torch.manual_seed(1)
+        a, _ = tf(u8)
+        torch.manual_seed(1)
+        b, _ = tf(as_float)
+        assert a.tensors.dtype == torch.float32 and a.image_sizes == b.image_sizes
+        assert torch.equal(a.tensors, b.tensors)
+    assert all(im.dtype == torch.uint8 for im in u8)  # the inputs are not converted in place

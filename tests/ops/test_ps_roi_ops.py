@@ -233,7 +233,7 @@ def test_thread_setup_survives_the_first_kernel() -> None:
     import subprocess
     import sys
 
-    code = ("import torch; from rfcn.engine.process import configure_threads; "
+    code = ("import torch; from rfcn.utils.process import configure_threads; "
             "configure_threads(1, 0); from rfcn.ops import ps_roi_align; "
             "ps_roi_align(torch.rand(1, 18, 10, 10), torch.tensor([[0, 1.0, 1, 50, 50]]), 3, "
             "1 / 16, 2); print(torch.get_num_threads())")

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from rfcn.engine.checkpoint import load_checkpoint
+from rfcn.checkpoint import load_checkpoint
 
 from .run_tools import (
     TINY_TRAIN,

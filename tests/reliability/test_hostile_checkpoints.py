@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from rfcn import build
+from rfcn import assembly
 from rfcn import config as rc
-from rfcn.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from rfcn.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 from .run_tools import TOOLS, compose, compose_train, finish, start_tool, tiny_train_overrides
 
@@ -107,7 +107,7 @@ def test_tools_refuse_pickle_payload(tmp_path: Path, synth_cache: Path) -> None:
 def _real_checkpoint(path: Path, cache: Path, num_classes: int, *overrides: str) -> Path:
     """An rfcn checkpoint as the trainer writes it (fresh weights, no training)."""
     cfg = compose_train(path.parent, cache, *overrides)
-    model = build.build_model(cfg.model, num_classes, load_backbone=False)
+    model = assembly.build_model(cfg.model, num_classes, load_backbone=False)
     names = ["__background__", "circle", "rectangle", "triangle", "cross"][:num_classes]
     save_checkpoint(
         {
@@ -171,8 +171,8 @@ def test_resume_with_another_class_count_says_what_differs(
     with pytest.raises(CheckpointError) as info:
         train(cfg)
     message = str(info.value)
-    assert "3 classes" in message and "the model 5" in message, message
-    assert "model.weights" in message, message  # how to fine-tune instead
+    assert "3 classes" in message and "now has 5" in message, message
+    assert "start a new run" in message and "model.weights" in message, message  # fine-tune
 
 
 def test_eval_on_dataset_with_other_classes_says_what_differs(

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from rfcn import build
+from rfcn import assembly
 from rfcn import config as rc
-from rfcn.engine.checkpoint import load_checkpoint, save_checkpoint
+from rfcn.checkpoint import load_checkpoint, save_checkpoint
 
 from .run_tools import TINY_MODEL, TINY_TRAIN, TOOLS, compose, finish, start_tool
 
@@ -130,7 +130,7 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("ckpt")
     split = write_coco(out / "data", NORMAL)
     cfg = compose("train", [f"output_dir={out}", *coco_overrides(split, split), *TINY_MODEL])
-    model = build.build_model(cfg.model, 5, load_backbone=False)
+    model = assembly.build_model(cfg.model, 5, load_backbone=False)
     path = out / "model.pt"
     save_checkpoint(
         {"model": model.state_dict(),
@@ -165,11 +165,12 @@ def test_all_bad_images_end_with_clear_messages(tmp_path: Path, tiny_checkpoint:
     rc_, out = results["train"]
     assert rc_ != 0, out[-4000:]
     assert "unreadable" in out and "empty file" in out, out[-4000:]
+    assert "error: iteration 0: none of" in out and "Traceback" not in out, out[-4000:]
     _no_deep_traceback(out)
     assert not (tmp_path / "train" / "checkpoints" / "last.pt").exists()
     rc_, out = results["infer"]
     assert rc_ != 0, out[-4000:]
-    assert "bad0.jpg" in out and "not a readable image" in out, out[-4000:]
+    assert "bad0.jpg" in out and "empty file" in out, out[-4000:]
     assert "no readable image" in out, out[-4000:]
     _no_deep_traceback(out)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from rfcn.engine.checkpoint import load_checkpoint
+from rfcn.checkpoint import load_checkpoint
 
 from .run_tools import (
     TOOLS,
@@ -115,7 +115,7 @@ def test_sigkill_after_iteration_20_then_resume_is_bit_exact(
 
 WRITER = r"""
 import sys, torch
-from rfcn.engine.checkpoint import save_checkpoint
+from rfcn.checkpoint import save_checkpoint
 path, start = sys.argv[1], int(sys.argv[2])
 for i in range(start, start + 10_000):
     # ~32 MB of one value per version: a torn file could not hold one value throughout

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from rfcn.engine.checkpoint import load_checkpoint
+from rfcn.checkpoint import load_checkpoint
 
 from .run_tools import TOOLS, finish, run_tool, start_tool, tiny_train_overrides
 

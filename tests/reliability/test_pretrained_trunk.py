@@ -20,7 +20,7 @@ import torch
 import torchvision
 from torch import nn
 
-from rfcn.engine.checkpoint import load_checkpoint
+from rfcn.checkpoint import load_checkpoint
 
 from .run_tools import (
     SYNTH,
@@ -176,8 +176,8 @@ def test_fine_tune_keeps_the_frozen_stages(
     says norm=bn, no weights_backbone): the architecture comes from the checkpoint, so what
     trains is exactly what a fresh pretrained build trains; the frozen weights come out of
     two SGD steps bit-identical, the trainable ones do not."""
-    from rfcn import build
-    from rfcn.engine.checkpoint import load_checkpoint as load
+    from rfcn import assembly
+    from rfcn.checkpoint import load_checkpoint as load
 
     source = reference_runs["resnet18"] / "checkpoints" / "last.pt"
     data = _three_classes(tmp_path, synth_cache)
@@ -204,7 +204,7 @@ def test_fine_tune_keeps_the_frozen_stages(
     from .run_tools import compose
 
     cfg = compose("train", [*data, *PRETRAINED_MODEL, f"model.weights={source}"])
-    model = build.finetune_model(cfg.model, 4, src, "source")
+    model = assembly.finetune_model(cfg.model, 4, src, "source")
     assert [n for n, p in model.named_parameters() if p.requires_grad] == \
         _fresh_trainable("resnet18", backbone_files["resnet18"], 4)
 

@@ -75,27 +75,36 @@ def _tiny_faster_rcnn() -> nn.Module:
 
 
 @pytest.mark.timeout(300)
-def test_runtime_section_on_tiny_models(monkeypatch: pytest.MonkeyPatch,
+def test_runtime_section_on_tiny_models(tmp_path: Path,
                                         capsys: pytest.CaptureFixture[str]) -> None:
-    """The runtime table of bench_detector.py: eager, onnxruntime (R-FCN through export_onnx,
-    torchvision through the TorchScript exporter) and int8 (calibrated on synthetic images)
-    all build and run, with a speed-up and the R-FCN / torchvision ratio per runtime."""
+    """The runtime table of bench_detector.py (rfcn.inference.runtime_comparison): eager,
+    onnxruntime (R-FCN through export_onnx, torchvision through the TorchScript exporter) and
+    int8 (calibrated on synthetic images) all build and run, with a speed-up and the R-FCN /
+    torchvision ratio per runtime."""
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
-    monkeypatch.syspath_prepend(str(REPO / "scripts"))
-    import bench_runtimes
-
+    from rfcn.inference.runtime_comparison import (
+        compare_runtimes,
+        runtime_report,
+        synthetic_calibration,
+    )
     from tests.export.conftest import tiny_detector
 
     args = argparse.Namespace(runtime=["eager", "onnxruntime", "int8"], runs=1, warmup=0,
-                              compile_scope="convs", compile_mode="default", quick=True,
-                              calibration_images=2, calibration_root="unused")
+                              compile_scope="convs", compile_mode="default",
+                              calibration_images=2)
     image = torch.rand(3, 64, 80, generator=torch.Generator().manual_seed(0))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    try:
-        bench_runtimes.runtime_section(args, tiny_detector("pool"), _tiny_faster_rcnn(), image,
-                                       torch.device("cpu"))
+    try:  # what bench_detector.py --quick does, on tiny models
+        calibration = synthetic_calibration(args.calibration_images, (64, 80),
+                                            tmp_path / "synthetic", num_train=2, num_val=1,
+                                            image_size=64)
+        comparison = compare_runtimes(
+            args.runtime, tiny_detector("pool"), _tiny_faster_rcnn(), image, tmp_path,
+            runs=args.runs, warmup=args.warmup, calibration=calibration,
+            compile_scope=args.compile_scope, compile_mode=args.compile_mode)
+        print(runtime_report(comparison))
     finally:
         torch.set_num_threads(threads)
     out = capsys.readouterr().out

@@ -1,4 +1,4 @@
-"""Inference runtimes for the detector benchmarks, and the interleaved timing they share.
+"""Inference runtimes: one detector behind eager PyTorch, torch.compile, onnxruntime or int8.
 
 `build_runtime(name, kind, model, ...)` puts one detector (kind "rfcn": an R-FCN; kind
 "torchvision": a torchvision detection model) behind the models' calling convention, images
@@ -16,20 +16,19 @@
 - onnxruntime: R-FCN through `rfcn.export.export_onnx` (any H, W); torchvision through the
   TorchScript exporter (``torch.onnx.export(model, ([image],), dynamo=False,
   opset_version=17)``), which traces the resize as constants, so the file runs at the traced
-  image size only. Both run with `OnnxDetector`, intra-op threads = torch's.
+  image size only. Both run with `OnnxDetector`, opened by
+  `rfcn.inference.exported.onnx_detector` (as tools/infer.py opens an exported file),
+  intra-op threads = torch's.
 - int8: that ONNX file quantised by `rfcn.export.quantize_onnx` (static, QDQ, per-channel
   int8 weights, uint8 activations, MinMax ranges from the calibration images).
 
-Import as a sibling module of the scripts (``python scripts/bench_detector.py`` puts scripts/
-on the path).
+`build_all` builds several runtimes of several detectors and keeps going past the ones that
+fail (their reasons are kept); `rfcn.inference.runtime_comparison` times them against each
+other, scripts/runtime_ap.py scores them.
 """
 
 from __future__ import annotations
 
-import argparse
-import os
-import statistics
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,9 +37,9 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from bench_timing import fmt_s, interleaved, table
 from torch import Tensor, nn
 
+from rfcn.inference.exported import Detect, onnx_detector
 from rfcn.models.inference import inference_copy
 
 RUNTIMES = ("eager", "compile", "onnxruntime", "int8")
@@ -48,8 +47,6 @@ KINDS = ("rfcn", "torchvision")
 COMPILE_SCOPES = ("convs", "full")
 COMPILE_MODES = ("default", "max-autotune-no-cudagraphs")
 TORCHVISION_OPSET = 17
-
-Detect = Callable[[list[Tensor]], list[dict[str, Tensor]]]
 
 
 @dataclass
@@ -87,7 +84,7 @@ def build_runtime(
     if name == "eager":
         started = time.perf_counter()
         fast = inference_copy(model)
-        return Runtime(name, kind, _no_grad(fast), time.perf_counter() - started,
+        return Runtime(name, kind, no_grad_detector(fast), time.perf_counter() - started,
                        "inference_copy (BatchNorm folded, channels-last), eager PyTorch")
     if name == "compile":
         return compile_runtime(kind, model, image, compile_scope, compile_mode)
@@ -122,7 +119,7 @@ def compile_runtime(kind: str, model: nn.Module, image: Tensor, scope: str, mode
         parts = "the whole forward"
     else:
         parts = ", ".join(_compile_convs(kind, fast, mode))
-    detect = _no_grad(fast)
+    detect = no_grad_detector(fast)
     detect([image])
     breaks = sum(torch._dynamo.utils.counters["graph_break"].values()) - breaks_before
     how = (f"torch.compile(mode={mode!r}, inductor{', freezing' if freezing else ''}) of "
@@ -147,8 +144,8 @@ def _compile_convs(kind: str, fast: nn.Module, mode: str) -> list[str]:
 
 def onnx_runtime(kind: str, model: nn.Module, image: Tensor, path: Path, threads: int
                  ) -> Runtime:
-    from rfcn.export.onnx_runtime import OnnxDetector
-
+    """`model` exported to `path` (R-FCN: any size; torchvision: `image`'s size) and run by
+    onnxruntime on the CPU with `threads` intra-op threads."""
     started = time.perf_counter()
     if kind == "rfcn":
         from rfcn.export import export_onnx
@@ -159,7 +156,7 @@ def onnx_runtime(kind: str, model: nn.Module, image: Tensor, path: Path, threads
         export_torchvision_onnx(model, image, path)
         how = (f"torch.onnx.export(model, ([image],), dynamo=False, opset_version="
                f"{TORCHVISION_OPSET}) (TorchScript trace: this image size only)")
-    detector = OnnxDetector(path, threads=threads)
+    detector = onnx_detector(path, threads=threads)
     how += f"; onnxruntime {_ort_version()} CPU, intra-op threads {threads}"
     return Runtime("onnxruntime", kind, detector, time.perf_counter() - started, how, path)
 
@@ -181,8 +178,9 @@ def int8_runtime(
     kind: str, model: nn.Module, image: Tensor, workdir: Path, threads: int,
     calibration: list[Tensor], onnx_path: Path | None,
 ) -> Runtime:
+    """The ONNX file of `model` (`onnx_path`, else exported into `workdir`) quantised to int8
+    on `calibration` (Tensor[3, H, W] each) and run by onnxruntime on the CPU."""
     from rfcn.export import quantize_onnx
-    from rfcn.export.onnx_runtime import OnnxDetector
 
     started = time.perf_counter()
     exported = ""
@@ -194,7 +192,7 @@ def int8_runtime(
     if kind == "torchvision":  # its file takes the traced size only
         calibration = [resize_to(c, tuple(image.shape[-2:])) for c in calibration]
     path = quantize_onnx(onnx_path, workdir / f"{kind}_int8.onnx", calibration)
-    detector = OnnxDetector(path, threads=threads)
+    detector = onnx_detector(path, threads=threads)
     how = (f"quantize_onnx of the onnxruntime file ({exported}quantised in "
            f"{time.perf_counter() - quantised:.0f} s): static QDQ, per-channel int8 weights, "
            f"uint8 activations, Conv/MatMul/Gemm only, {len(calibration)} calibration images")
@@ -214,7 +212,9 @@ def resize_to(image: Tensor, size: tuple[int, int]) -> Tensor:
     return F.interpolate(image[None], size=size, mode="bilinear", align_corners=False)[0]
 
 
-def _no_grad(model: nn.Module | Callable[..., Any]) -> Detect:
+def no_grad_detector(model: nn.Module | Callable[..., Any]) -> Detect:
+    """`model` as a detector that runs under ``torch.no_grad()``."""
+
     def detect(images: list[Tensor]) -> list[dict[str, Tensor]]:
         with torch.no_grad():
             return model(images)
@@ -225,30 +225,6 @@ def _ort_version() -> str:
     import onnxruntime
 
     return onnxruntime.__version__
-
-
-
-# ---- the runtime comparison -------------------------------------------------------------------
-
-LABELS = {"rfcn": "rfcn_resnet50", "torchvision": "fasterrcnn_resnet50_fpn"}
-# configs/dataset/synthetic.yaml's dataset and cache root: a default training run's cache
-SYNTHETIC_ROOT = os.path.join(os.environ.get("RFCN_CACHE_DIR", "~/.cache/rfcn"), "synthetic")
-SYNTHETIC_DEFAULTS: dict[str, Any] = {"num_train": 2000, "num_val": 200, "image_size": 256,
-                                      "seed": 0}
-
-
-def synthetic_calibration(count: int, size: tuple[int, int], root: Path,
-                          **dataset_kwargs: Any) -> list[Tensor]:
-    """The first `count` training images of the built-in synthetic dataset (generated into
-    `root` on first use; `dataset_kwargs` go to ensure_synthetic_dataset), resized to `size`."""
-    from rfcn.data import CocoDetection
-    from rfcn.data.image_io import to_tensor
-    from rfcn.data.synthetic import ensure_synthetic_dataset
-
-    img_dir, ann_file = ensure_synthetic_dataset(root, **dataset_kwargs)["train"]
-    dataset = CocoDetection(img_dir, ann_file)
-    return [resize_to(to_tensor(dataset.load_image(i)), size)
-            for i in range(min(count, len(dataset)))]
 
 
 def build_all(
@@ -270,95 +246,3 @@ def build_all(
             except Exception as e:  # report and go on: one broken path must not hide the rest
                 failed[name, kind] = error_text(e)
     return built, failed
-
-
-def runtime_rows(
-    built: dict[tuple[str, str], Runtime], failed: dict[tuple[str, str], str],
-    times: dict[str, list[float]], detections: dict[str, int], runtimes: list[str],
-) -> list[list[str]]:
-    """Table rows: torchvision as shipped, then R-FCN and torchvision per runtime."""
-    med = {k: statistics.median(v) for k, v in times.items()}
-    shipped = med["shipped"]
-
-    def row(name: str, kind: str, key: str, built_in: str, lead: str) -> list[str]:
-        t = med[key]
-        return [name, LABELS[kind], built_in, str(detections.get(key, "?")), f"{t * 1000:.0f}",
-                " ".join(fmt_s(x) for x in times[key]), f"{shipped / t:.2f}×", lead]
-
-    rows = [row("eager, as shipped", "torchvision", "shipped", "–", "")]
-    for name in runtimes:
-        tv_key = f"{name}/torchvision"
-        for kind in KINDS:
-            key = f"{name}/{kind}"
-            if (name, kind) not in built:
-                reason = failed.get((name, kind), "not built")
-                rows.append([name, LABELS[kind], "–", "–", "–", "–", "–", f"not run: {reason}"])
-                continue
-            lead = "–"
-            if kind == "rfcn":
-                lead = (f"{med[tv_key] / med[key]:.2f}×" if tv_key in med
-                        else "n/a (no torchvision row)")
-            rows.append(row(name, kind, key, fmt_s(built[name, kind].build_seconds), lead))
-    return rows
-
-
-def runtime_section(
-    args: argparse.Namespace, rfcn: nn.Module, torchvision_model: nn.Module, image: Tensor,
-    device: torch.device,
-) -> None:
-    """Build R-FCN and torchvision's detector through each of ``args.runtime``, time them
-    interleaved with torchvision's model as shipped, print the table and how each was built."""
-    print("## Inference runtimes (CPU): R-FCN R-50 vs torchvision Faster R-CNN R-50-FPN\n")
-    if device.type != "cpu":
-        print("Skipped: the runtimes compared here run on the CPU (use --device cpu).\n")
-        return
-    threads = torch.get_num_threads()
-    size = (int(image.shape[-2]), int(image.shape[-1]))
-    with tempfile.TemporaryDirectory(prefix="bench-runtimes-") as tmp:
-        calibration = None
-        if "int8" in args.runtime:
-            calibration = _bench_calibration(args, size, Path(tmp))
-        built, failed = build_all(
-            args.runtime, {"rfcn": rfcn, "torchvision": torchvision_model}, image,
-            Path(tmp), threads, calibration, args.compile_scope, args.compile_mode)
-        detections: dict[str, int] = {}
-
-        def timed(key: str, detect: Detect) -> Callable[[], None]:
-            def fn() -> None:
-                detections[key] = int(detect([image])[0]["boxes"].shape[0])
-            return fn
-
-        fns = {"shipped": timed("shipped", _no_grad(torchvision_model))}
-        fns.update({f"{name}/{kind}": timed(f"{name}/{kind}", rt.detect)
-                    for (name, kind), rt in built.items()})
-        times = interleaved(fns, args.runs, args.warmup, device)
-    print(table(["runtime", "model", "built in", "detections", "ms / image (median)", "runs",
-                 "speed-up vs torchvision as shipped", "R-FCN vs torchvision, same runtime"],
-                runtime_rows(built, failed, times, detections, args.runtime)))
-    print(f"\nIntra-op threads: {threads}, for torch and onnxruntime alike. Build times (export, "
-          "quantisation, compilation with its first call) are not in the medians.\n")
-    for (name, kind), rt in built.items():
-        print(f"- {name}, {LABELS[kind]}: {rt.how}")
-    for (name, kind), reason in failed.items():
-        print(f"- {name}, {LABELS[kind]}: NOT RUN, {reason}")
-    if "int8" in args.runtime:
-        print("\nint8 changes the detections; its AP against eager on a trained checkpoint: "
-              "scripts/runtime_ap.py.")
-    print()
-
-
-def _bench_calibration(args: argparse.Namespace, size: tuple[int, int], tmp: Path
-                       ) -> list[Tensor]:
-    """Calibration images for the int8 rows: training images of the synthetic dataset (the
-    default training run's cache; --quick: a tiny one generated in `tmp`), resized to `size`."""
-    if args.quick:
-        images = synthetic_calibration(args.calibration_images, size, tmp / "synthetic",
-                                       num_train=args.calibration_images, num_val=1,
-                                       image_size=64)
-    else:
-        images = synthetic_calibration(args.calibration_images, size,
-                                       Path(args.calibration_root).expanduser(),
-                                       **SYNTHETIC_DEFAULTS)
-    print(f"int8 calibration: {len(images)} training images of the synthetic dataset, resized "
-          f"to {size[0]}×{size[1]}.\n")
-    return images

@@ -10,12 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from rfcn import config as rc
+from rfcn.config import ConfigError
 from rfcn.data import CocoDetection, ConcatDetection, VOCDetection
 from rfcn.data.loader import build_train_loader
 from rfcn.data.synthetic import ensure_synthetic_dataset
 from rfcn.data.transforms import build_train_transforms as _train_transforms
-from rfcn.engine.coco_eval import CocoEvaluator
-from rfcn.engine.voc_eval import VOCEvaluator
+from rfcn.evaluation.coco import CocoEvaluator
+from rfcn.evaluation.voc import VOCEvaluator
 from rfcn.models import RFCN
 from rfcn.models.spec import RFCNSpec
 
@@ -61,16 +62,13 @@ def build_datasets(dataset_cfg: Any) -> tuple[Any, Any]:
         )
         return CocoDetection(*splits["train"]), CocoDetection(*splits["val"])
     if name == "voc":
-        root = os.path.expanduser(dataset_cfg.root)
-        parts = [VOCDetection(root, *_voc_set(s)) for s in dataset_cfg.train_sets]
+        parts = [_voc_split(dataset_cfg, s) for s in dataset_cfg.train_sets]
         train = parts[0] if len(parts) == 1 else ConcatDetection(parts)
         return train, build_eval_dataset(dataset_cfg)
     if name == "coco":
         return _coco_split(dataset_cfg, dataset_cfg.train_split), build_eval_dataset(dataset_cfg)
     if name == "coco_json":
-        tr = dataset_cfg.train
-        train = CocoDetection(os.path.expanduser(tr.img_dir), os.path.expanduser(tr.ann_file))
-        return train, build_eval_dataset(dataset_cfg)
+        return _coco_json_split(dataset_cfg, "train"), build_eval_dataset(dataset_cfg)
     raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(rc.DATASET_SCHEMAS)}")
 
 
@@ -80,16 +78,70 @@ def build_eval_dataset(dataset_cfg: Any) -> Any:
     if name == "coco":
         return _coco_split(dataset_cfg, dataset_cfg.val_split)
     if name == "coco_json":
-        va = dataset_cfg.val
-        return CocoDetection(os.path.expanduser(va.img_dir), os.path.expanduser(va.ann_file))
+        return _coco_json_split(dataset_cfg, "val")
     if name == "voc":
-        return VOCDetection(os.path.expanduser(dataset_cfg.root), *_voc_set(dataset_cfg.test_set))
+        return _voc_split(dataset_cfg, dataset_cfg.test_set)
     return build_datasets(dataset_cfg)[1]
 
 
+def _coco_json_split(dataset_cfg: Any, split: str) -> CocoDetection:
+    node = dataset_cfg[split]
+    ann_file = _existing(f"dataset.{split}.ann_file", node.ann_file, file=True)
+    img_dir = _existing(f"dataset.{split}.img_dir", node.img_dir, file=False)
+    dataset = CocoDetection(str(img_dir), str(ann_file))
+    check_image_folder(dataset, f"dataset.{split}.img_dir", str(ann_file))
+    return dataset
+
+
 def _coco_split(dataset_cfg: Any, split: str) -> CocoDetection:
-    root = Path(os.path.expanduser(dataset_cfg.root))
-    return CocoDetection(str(root / split), str(root / "annotations" / f"instances_{split}.json"))
+    root = _existing("dataset.root", dataset_cfg.root, file=False)
+    ann_file = root / "annotations" / f"instances_{split}.json"
+    if not ann_file.is_file():
+        raise ConfigError("dataset.root", f"{root} has no annotations/instances_{split}.json "
+                          "(expected COCO's layout: annotations/, train2017/, val2017/)")
+    dataset = CocoDetection(str(root / split), str(ann_file))
+    check_image_folder(dataset, "dataset.root", str(ann_file))
+    return dataset
+
+
+def _existing(key: str, value: Any, *, file: bool) -> Path:
+    """`value` as a path that exists (a file or a folder), else ConfigError naming `key`."""
+    path = Path(os.path.expanduser(str(value)))
+    if file and not path.is_file():
+        what = "is a folder, not a file" if path.is_dir() else "no such file"
+        raise ConfigError(key, f"{path}: {what}")
+    if not file and not path.is_dir():
+        what = "is a file, not a folder" if path.is_file() else "no such folder"
+        raise ConfigError(key, f"{path}: {what}")
+    return path
+
+
+def check_image_folder(dataset: Any, key: str, source: str, sample: int = 2000) -> None:
+    """Before iteration 0: the images `source` lists must be in the dataset's folder. None
+    found is a ConfigError naming `key`; some missing is a warning with the count (the loader
+    then skips them). Up to `sample` evenly spaced images are looked for (a stat each)."""
+    n = len(dataset)
+    if n == 0:
+        raise ConfigError(key, f"{source} lists no usable image")
+    step = max(1, n // sample)
+    looked = range(0, n, step)
+    missing = [i for i in looked if not os.path.isfile(dataset.image_path(i))]
+    if len(missing) == len(looked):
+        first = dataset.image_path(missing[0])
+        raise ConfigError(key, f"none of the images {source} lists is there (looked for "
+                          f"{len(looked)}, e.g. {first}): is this the right image folder?")
+    if missing:
+        logger.warning("%s: %d of %d images looked for are missing from %s (e.g. %s); they "
+                       "will be skipped", key, len(missing), len(looked),
+                       os.path.dirname(dataset.image_path(missing[0])),
+                       dataset.image_path(missing[0]))
+
+
+def _voc_split(dataset_cfg: Any, spec: str) -> VOCDetection:
+    root = _existing("dataset.root", dataset_cfg.root, file=False)
+    dataset = VOCDetection(str(root), *_voc_set(spec))
+    check_image_folder(dataset, "dataset.root", f"VOC {spec}")
+    return dataset
 
 
 def _voc_set(spec: str) -> tuple[str, str]:

@@ -1,27 +1,24 @@
-"""Timing and report helpers of the detector benchmarks: interleaved runs, per-stage timers,
-proposal counters, Markdown tables and the environment line.
-
-Import as a sibling module of the scripts (``python scripts/bench_detector.py`` puts scripts/
-on the path).
-"""
+"""Timing inference: interleaved runs (A B A B ...: a change of machine load hits every
+runner alike), per-stage timers wrapped around a detector's submodules, the RPN's proposal
+counts, and the median throughput of one model: the one timing loop of tools/benchmark.py and
+the benchmark scripts."""
 
 from __future__ import annotations
 
-import datetime
-import os
-import platform
 import statistics
 import time
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
-import numba
 import torch
-import torchvision
 from torch import nn
 
-# ---- timing -----------------------------------------------------------------------------------
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the queued kernels of `device` (CUDA; a no-op elsewhere) before reading a clock."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 class StageTimer:
@@ -32,25 +29,22 @@ class StageTimer:
         self.current: dict[str, float] = defaultdict(float)
         self.history: dict[str, list[float]] = defaultdict(list)
 
-    def sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
     def wrap(self, obj: Any, attr: str, stage: str) -> None:
         """Replace obj.attr (a bound method or callable) by a timed version of itself."""
         fn = getattr(obj, attr)
 
         def timed(*args: Any, **kwargs: Any) -> Any:
-            self.sync()
+            synchronize(self.device)
             t0 = time.perf_counter()
             out = fn(*args, **kwargs)
-            self.sync()
+            synchronize(self.device)
             self.current[stage] += time.perf_counter() - t0
             return out
 
         setattr(obj, attr, timed)
 
     def commit(self, total: float) -> None:
+        """Close a timed run of `total` seconds: its stages, "other" (the rest) and "total"."""
         named = sum(self.current.values())
         for k, v in self.current.items():
             self.history[k].append(v)
@@ -59,13 +53,17 @@ class StageTimer:
         self.current = defaultdict(float)
 
     def discard(self) -> None:
+        """Forget the stages of an untimed (warm-up) run."""
         self.current = defaultdict(float)
 
     def medians(self) -> dict[str, float]:
+        """Median seconds per stage over the committed runs."""
         return {k: statistics.median(v) for k, v in self.history.items()}
 
 
 def instrument_rfcn(model: nn.Module, timer: StageTimer) -> None:
+    """Time an R-FCN's stages (transform, trunk, RPN, score maps, PS pooling + vote,
+    post-processing) into `timer`; the outputs do not change."""
     timer.wrap(model.transform, "forward", "transform (normalise, resize)")
     timer.wrap(model.trunk, "forward", "trunk (dilated ResNet)")
     timer.wrap(model.rpn, "forward", "RPN (head, decode, NMS)")
@@ -76,6 +74,7 @@ def instrument_rfcn(model: nn.Module, timer: StageTimer) -> None:
 
 
 def instrument_torchvision(model: nn.Module, timer: StageTimer) -> None:
+    """Time the stages of torchvision's Faster R-CNN FPN into `timer`."""
     timer.wrap(model.transform, "forward", "transform (normalise, resize)")
     timer.wrap(model.backbone.body, "forward", "trunk (ResNet)")
     timer.wrap(model.backbone.fpn, "forward", "FPN")
@@ -108,12 +107,10 @@ def interleaved(
     times: dict[str, list[float]] = {k: [] for k in fns}
     for i in range(warmup + runs):
         for name, fn in fns.items():
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
+            synchronize(device)
             t0 = time.perf_counter()
             fn()
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
+            synchronize(device)
             dt = time.perf_counter() - t0
             timer = (timers or {}).get(name)
             if i >= warmup:
@@ -125,51 +122,14 @@ def interleaved(
     return times
 
 
-# ---- report -----------------------------------------------------------------------------------
-
-
-def fmt_s(t: float) -> str:
-    return f"{t * 1000:.0f} ms" if t < 1 else f"{t:.2f} s"
-
-
-def table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
-
-
-def stage_table(columns: list[tuple[str, dict[str, float]]]) -> str:
-    """Rows: stages (in first-seen order, "other" and "total" last); one column per model."""
-    stages: list[str] = []
-    for _, med in columns:
-        stages += [k for k in med if k not in stages and k not in ("other", "total")]
-    rows = []
-    for stage in [*stages, "other", "total"]:
-        row = [stage]
-        for _, med in columns:
-            t, total = med.get(stage, 0.0), med["total"]
-            row.append(f"{fmt_s(t)} ({100 * t / total:.0f}%)")
-        rows.append(row)
-    return table(["stage", *(name for name, _ in columns)], rows)
-
-
-def environment(device: torch.device) -> str:
-    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    gpu = f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
-    return (
-        f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
-        f"{platform.machine()} {cores} cores{gpu}, load average "
-        f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; torch {torch.__version__} "
-        f"(intra-op threads {torch.get_num_threads()}, inter-op "
-        f"{torch.get_num_interop_threads()}), torchvision {torchvision.__version__}, "
-        f"numba {numba.__version__} (threads {numba.get_num_threads()}){_onnxruntime()}"
-    )
-
-
-def _onnxruntime() -> str:
-    try:
-        import onnxruntime
-    except ImportError:
-        return ""
-    return f", onnxruntime {onnxruntime.__version__}"
+@torch.no_grad()
+def measure_throughput(
+    model: nn.Module, image: torch.Tensor, device: torch.device, runs: int = 10,
+    warmup: int = 2,
+) -> dict[str, float]:
+    """Median seconds per image and images/s of eval-mode inference on `device`."""
+    model.eval()
+    image = image.to(device)
+    times = interleaved({"model": lambda: model([image])}, runs, warmup, device)["model"]
+    median = statistics.median(times)
+    return {"seconds_per_image": median, "images_per_second": 1.0 / median, "runs": runs}

@@ -12,7 +12,13 @@ import torch
 from torch import nn
 
 from rfcn import config as rc
-from rfcn.build.data import TrainingData
+from rfcn.assembly.data import (
+    TrainingData,
+    build_evaluator,
+    build_train_transforms,
+    train_loader_factory,
+)
+from rfcn.engine.ema import ModelEMA
 from rfcn.engine.hooks import (
     BestCheckpointHook,
     CheckpointHook,
@@ -24,6 +30,10 @@ from rfcn.engine.hooks import (
 )
 from rfcn.engine.solver import LRMultiplier, build_optimizer
 from rfcn.engine.trainer import Trainer, TrainerSettings
+from rfcn.evaluation import COCO_METRIC_NAMES, VOC_METRIC_NAMES, evaluate_model
+from rfcn.utils.distributed import get_rank, get_world_size, is_main_process, wrap_ddp
+from rfcn.utils.process import amp_dtype
+from rfcn.visualization import tensorboard_eval_extras
 
 logger = logging.getLogger(__name__)
 
@@ -65,8 +75,8 @@ def trainer_settings(train_cfg: Any, amp_dtype: torch.dtype | None) -> TrainerSe
     return TrainerSettings(**values, amp_dtype=amp_dtype)
 
 
-COCO_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
-VOC_METRICS = ("mAP", "mAP07", "AP50")
+COCO_METRICS = COCO_METRIC_NAMES
+VOC_METRICS = VOC_METRIC_NAMES
 
 
 def build_hooks(
@@ -99,21 +109,53 @@ def build_hooks(
     return hooks
 
 
+def open_tensorboard(output_dir: Path, cfg: Any) -> Any:
+    """The run's TensorBoard writer (main process; None elsewhere), with the config as text."""
+    if not is_main_process():
+        return None
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(log_dir=str(output_dir))
+    writer.add_text("config", "```\n" + rc.to_yaml(cfg) + "\n```", 0)
+    return writer
+
+
+def _evaluate_fn(cfg: Any, data: TrainingData, device: torch.device, amp: torch.dtype | None,
+                 writer: Any) -> Callable[[nn.Module, int], dict[str, Any]]:
+    """What the evaluation hook calls: metrics on the val split, extras to TensorBoard."""
+    evaluator = build_evaluator(data.name, data.val)
+
+    def evaluate_fn(eval_model: nn.Module, iteration: int) -> dict[str, Any]:
+        metrics = evaluate_model(eval_model, data.val, evaluator, device,
+                                 cfg.train.num_workers, amp)
+        if writer is not None and metrics:
+            tensorboard_eval_extras(writer, eval_model, data.val, evaluator, device, iteration,
+                                    cfg.train.num_vis_images)
+        evaluator.release()  # the ground-truth index and COCOeval state until next time
+        return metrics
+
+    return evaluate_fn
+
+
 def build_trainer(
-    *,
     cfg: Any,
     model: nn.Module,
-    train_model: nn.Module,
     optimizer: torch.optim.Optimizer,
     lr_multiplier: LRMultiplier,
-    loader_factory: Callable[[int], Any],
-    hooks: list[Any],
+    data: TrainingData,
     device: torch.device,
     output_dir: Path,
-    amp_dtype: torch.dtype | None,
-    data: TrainingData,
+    writer: Any,
 ) -> Trainer:
-    """The trainer, with what every checkpoint records about the run."""
+    """The trainer of a run: its loader, hooks (evaluation on `data.val`), the DDP wrapper,
+    the moving average of the weights (`train.ema`), and what every checkpoint records about
+    the run."""
+    amp = amp_dtype(rc.plain(cfg.train.amp), device)
+    transforms = build_train_transforms(cfg.aug, model)
+    loader_factory = train_loader_factory(cfg, data.train, transforms, get_rank(),
+                                          get_world_size())
+    hooks = build_hooks(cfg.train, _evaluate_fn(cfg, data, device, amp, writer),
+                        ScalarRecorder(writer), output_dir, data.name)
     meta = {
         "model_spec": model.spec.to_dict(),
         "weights_backbone": cfg.model.weights_backbone,
@@ -122,7 +164,10 @@ def build_trainer(
         "config": rc.to_yaml(cfg),
         "architecture": model.spec.builder,
     }
-    return Trainer(model=train_model, model_without_ddp=model, optimizer=optimizer,
+    ddp_model = wrap_ddp(model, device, cfg.solver.ims_per_batch)
+    # after the wrapper: DDP gives every process rank 0's weights, the average starts from them
+    ema = ModelEMA(model, cfg.train.ema_decay, cfg.train.ema_tau) if cfg.train.ema else None
+    return Trainer(model=ddp_model, model_without_ddp=model, optimizer=optimizer,
                    lr_multiplier=lr_multiplier, loader_factory=loader_factory, device=device,
-                   output_dir=output_dir, settings=trainer_settings(cfg.train, amp_dtype),
-                   checkpoint_meta=meta, hooks=hooks)
+                   output_dir=output_dir, settings=trainer_settings(cfg.train, amp),
+                   checkpoint_meta=meta, hooks=hooks, ema=ema)

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from rfcn.models.soft_nms import soft_nms
+from rfcn.ops.soft_nms import soft_nms
 from tests.models.conftest import tiny_batch, tiny_model
 
 

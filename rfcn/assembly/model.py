@@ -11,7 +11,8 @@ from torch import nn
 
 import rfcn.models
 from rfcn import config as rc
-from rfcn.engine.checkpoint import CheckpointError, load_model_state
+from rfcn.checkpoint import CheckpointError, load_model_state, rebuild_model
+from rfcn.engine.ema import training_weights
 from rfcn.models import RFCN
 from rfcn.models.builders import rfcn_from_spec
 from rfcn.models.spec import ARCHITECTURE, PostSpec, RFCNSpec
@@ -20,7 +21,7 @@ from rfcn.models.tta import TestTimeAugmentation
 logger = logging.getLogger(__name__)
 
 MODEL_BUILDERS = ("rfcn_resnet18", "rfcn_resnet50", "rfcn_resnet101")
-# keys rfcn.build.sizing may resolve from the training set ("auto")
+# keys rfcn.assembly.sizing may resolve from the training set ("auto")
 AUTO_KEYS = ("min_size", "max_size", "train_min_sizes", "anchor_sizes", "aspect_ratios")
 _POST_KEYS = tuple(f.name for f in fields(PostSpec))
 
@@ -37,7 +38,7 @@ def model_options(model_cfg: Any) -> dict[str, Any]:
     left = [k for k in AUTO_KEYS if kwargs.get(k) == "auto"]
     if left:
         raise ValueError(
-            f"model.{left[0]}=auto is chosen from the training set (rfcn.build."
+            f"model.{left[0]}=auto is chosen from the training set (rfcn.assembly."
             f"apply_auto_sizing, which tools/train.py runs); give a value to build the model "
             f"without data (unresolved: {', '.join('model.' + k for k in left)})")
     return kwargs
@@ -92,14 +93,10 @@ def restore_model(ckpt: dict[str, Any], source: str, test: Any = None) -> RFCN:
     spec = checkpoint_spec(ckpt, source)
     overrides = _post_overrides(test)
     if overrides:
-        changed = spec.replace(**overrides)
-        diffs = changed.differences(spec, names=_POST_KEYS)
+        diffs = spec.replace(**overrides).differences(spec, names=_POST_KEYS)
         if diffs:
             logger.info("test-time post-processing (test vs checkpoint): %s", "; ".join(diffs))
-        spec = changed
-    model = rfcn_from_spec(spec)
-    load_model_state(model, ckpt, architecture=spec.builder, source=source)
-    return model
+    return rebuild_model(ckpt, source, spec, **overrides)
 
 
 def test_time_model(model: RFCN, test: Any) -> nn.Module:
@@ -118,8 +115,9 @@ test_time_model.__test__ = False  # type: ignore[attr-defined]  (not a pytest te
 
 
 def resume_model(model_cfg: Any, num_classes: int, ckpt: dict[str, Any], source: str) -> RFCN:
-    """The checkpoint's model, exactly, to continue its run. A config that now asks for
-    another model is warned about (the run continues as it started)."""
+    """The checkpoint's model, exactly, to continue its run: its raw training weights (not
+    the moving average of an EMA run, rfcn.engine.ema). A config that now asks for another
+    model is warned about (the run continues as it started)."""
     wanted = config_spec(model_cfg, num_classes)
     spec = checkpoint_spec(ckpt, source)
     if spec.builder != wanted.builder:
@@ -128,8 +126,14 @@ def resume_model(model_cfg: Any, num_classes: int, ckpt: dict[str, Any], source:
     if diffs:
         logger.warning("train.resume: the run continues with the model it started with; the "
                        "config now differs in %s", "; ".join(diffs))
+    ckpt_classes = len(ckpt.get("class_names") or []) or num_classes
+    if ckpt_classes != num_classes:
+        raise CheckpointError(
+            f"{source}: train.resume continues a run trained on {ckpt_classes} classes "
+            f"(background included), but the dataset given now has {num_classes}. To train on "
+            f"this data, start a new run (another hydra.run.dir) with model.weights={source}")
     model = rfcn_from_spec(spec.replace(num_classes=num_classes))
-    load_model_state(model, ckpt, architecture=model_cfg.name, source=source)
+    load_model_state(model, training_weights(ckpt), architecture=model_cfg.name, source=source)
     return model
 
 

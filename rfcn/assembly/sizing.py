@@ -15,11 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from rfcn.build.model import AUTO_KEYS
+from rfcn.assembly.model import AUTO_KEYS
 from rfcn.data.sizing import SizingBudget, anchor_coverage, choose_anchors, choose_size
 from rfcn.data.statistics import dataset_statistics
-from rfcn.engine.distributed import get_world_size
 from rfcn.models.spec import ImageSpec, RPNSpec
+from rfcn.utils.distributed import get_world_size
 
 logger = logging.getLogger(__name__)
 

@@ -2,11 +2,11 @@
 the solver, transforms, evaluators, the trainer and its hooks, and the data-aware sizing that
 resolves `auto` keys before any of them is built.
 
-The one seam between configuration (rfcn.config) and running (rfcn.engine): only tools/, the
-entry points (rfcn.entrypoints) and scripts import this package, and nothing it builds keeps
-a config.
+The one seam between configuration (rfcn.config) and running (rfcn.engine, rfcn.evaluation,
+rfcn.inference): only the entry points (rfcn.entrypoints) and scripts import this package, and
+nothing it builds keeps a config.
 
-How the model is decided (DESIGN §6): a fresh run resolves its `RFCNSpec` from the model
+How the model is decided: a fresh run resolves its `RFCNSpec` from the model
 config once (`config_spec`); every checkpoint stores it. Resume rebuilds the checkpoint's spec
 exactly (a config that now says otherwise is warned about, not obeyed); fine-tuning keeps the
 checkpoint's architecture (trunk depth and norm, trainable stages, k, head, anchors) with the
@@ -18,7 +18,7 @@ Modules: `data` (datasets, evaluators, transforms, the training loader), `model`
 models), `sizing` (`model.*=auto`), `training` (solver, hooks, trainer).
 """
 
-from rfcn.build.data import (
+from rfcn.assembly.data import (
     TrainingData,
     build_datasets,
     build_eval_dataset,
@@ -27,7 +27,7 @@ from rfcn.build.data import (
     train_loader_factory,
     training_data,
 )
-from rfcn.build.model import (
+from rfcn.assembly.model import (
     MODEL_BUILDERS,
     build_model,
     checkpoint_spec,
@@ -37,13 +37,14 @@ from rfcn.build.model import (
     resume_model,
     test_time_model,
 )
-from rfcn.build.sizing import apply_auto_sizing, resolve_without_data
-from rfcn.build.training import (
+from rfcn.assembly.sizing import apply_auto_sizing, resolve_without_data
+from rfcn.assembly.training import (
     COCO_METRICS,
     VOC_METRICS,
     build_hooks,
     build_solver,
     build_trainer,
+    open_tensorboard,
     scaled_lr,
     trainer_settings,
 )
@@ -65,6 +66,7 @@ __all__ = [
     "checkpoint_spec",
     "config_spec",
     "finetune_model",
+    "open_tensorboard",
     "resolve_without_data",
     "restore_model",
     "resume_model",

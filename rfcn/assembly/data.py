@@ -13,6 +13,7 @@ from rfcn import config as rc
 from rfcn.config import ConfigError
 from rfcn.data import CocoDetection, ConcatDetection, VOCDetection
 from rfcn.data.loader import build_train_loader
+from rfcn.data.mixing import SampleMixer
 from rfcn.data.synthetic import ensure_synthetic_dataset
 from rfcn.data.transforms import build_train_transforms as _train_transforms
 from rfcn.evaluation.coco import CocoEvaluator
@@ -173,15 +174,37 @@ def build_train_transforms(aug_cfg: Any, model: RFCN | RFCNSpec) -> Any:
     )
 
 
+def sample_mixer(aug_cfg: Any, max_iter: int) -> SampleMixer | None:
+    """The mosaic / copy-paste of `aug`, off for its last `mosaic_off_frac` of `max_iter`
+    (None when both probabilities are 0)."""
+    mosaic_p, paste_p = float(aug_cfg.mosaic_prob), float(aug_cfg.copy_paste_prob)
+    if mosaic_p == 0 and paste_p == 0:
+        return None
+    off = float(aug_cfg.mosaic_off_frac)
+    if not 0.0 <= off <= 1.0:
+        raise ConfigError("aug.mosaic_off_frac", f"{off} is not a fraction in [0, 1]")
+    try:
+        mixer = SampleMixer(mosaic_p, paste_p, int(aug_cfg.copy_paste_max),
+                            off_after_iter=round((1.0 - off) * max_iter))
+    except ValueError as e:  # "aug.<key>: <problem>"
+        key, _, problem = str(e).partition(": ")
+        raise ConfigError(key, problem) from None
+    logger.info("mixing augmentation: %s", mixer)
+    return mixer
+
+
 def train_loader_factory(cfg: Any, dataset: Any, transforms: Any, rank: int,
-                         world_size: int) -> Callable[[int], Any]:
-    """`start_iter -> the training loader from that iteration`."""
+                         world_size: int, pin_memory: bool = False) -> Callable[[int], Any]:
+    """`start_iter -> the training loader from that iteration` (`pin_memory`: page-locked
+    batches, for a CUDA device)."""
+
+    mixer = sample_mixer(cfg.aug, int(cfg.train.max_iter))
 
     def make(start_iter: int) -> Any:
         return build_train_loader(
             dataset, cfg.solver.ims_per_batch, seed=cfg.train.seed, start_iter=start_iter,
             num_workers=cfg.train.num_workers, strict=cfg.dataset.strict, rank=rank,
-            world_size=world_size, transforms=transforms,
+            world_size=world_size, transforms=transforms, pin_memory=pin_memory, mixer=mixer,
         )
 
     return make

@@ -153,7 +153,7 @@ def build_trainer(
     amp = amp_dtype(rc.plain(cfg.train.amp), device)
     transforms = build_train_transforms(cfg.aug, model)
     loader_factory = train_loader_factory(cfg, data.train, transforms, get_rank(),
-                                          get_world_size())
+                                          get_world_size(), pin_memory=device.type == "cuda")
     hooks = build_hooks(cfg.train, _evaluate_fn(cfg, data, device, amp, writer),
                         ScalarRecorder(writer), output_dir, data.name)
     meta = {

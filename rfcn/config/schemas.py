@@ -163,6 +163,10 @@ class AugConfig:
     hue: float = 0.0  # hue shift, fraction of the colour circle
     crop_prob: float = 0.0  # random crop (then resize: zoom-in scale jitter)
     crop_min_scale: float = 0.6  # smallest crop side, fraction of the image's
+    mosaic_prob: float = 0.0  # 4 images into one (rfcn.data.mixing)
+    copy_paste_prob: float = 0.0  # paste box rectangles of another image, feathered edge
+    copy_paste_max: int = 3  # boxes pasted per sample at most
+    mosaic_off_frac: float = 0.1  # mosaic and copy-paste off for this last part of the run
 
 
 @dataclass

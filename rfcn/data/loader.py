@@ -39,6 +39,7 @@ from torch.utils.data import DataLoader
 
 from rfcn.data.collate import collate_detection
 from rfcn.data.interfaces import DetectionDataset, Transform
+from rfcn.data.mixing import SampleMixer
 from rfcn.data.records import to_uint8_tensor
 from rfcn.data.sampler import SampleSpec, TrainBatchSampler, TrainSchedule, shard_range
 
@@ -89,16 +90,17 @@ class _TrainSamples:
 
     def __init__(
         self, dataset: DetectionDataset, transforms: Transform | None, strict: bool,
-        groups: list[np.ndarray], group_of: np.ndarray,
+        groups: list[np.ndarray], group_of: np.ndarray, mixer: SampleMixer | None = None,
     ) -> None:
         self.dataset = dataset
         self.transforms = transforms
+        self.mixer = mixer
         self.strict = strict
         self.groups = groups
         self.group_of = group_of
 
     def __getitem__(self, spec: SampleSpec) -> _Loaded:
-        index, seed, _ = spec
+        index, seed, iteration = spec
         members = self.groups[int(self.group_of[index])]
         failures: list[_Failure] = []
         for attempt in range(MAX_ATTEMPTS):
@@ -108,7 +110,7 @@ class _TrainSamples:
             elif attempt >= SAME_GROUP_ATTEMPTS:
                 index = int(rng.integers(len(self.group_of)))
             try:
-                image, target = self.dataset.get_uint8(index, rng, self.transforms)
+                image, target = self._sample(index, rng, iteration)
             except ValueError as e:
                 if self.strict:
                     raise
@@ -116,6 +118,18 @@ class _TrainSamples:
                 continue
             return _Loaded(image, drop_ignored(target), failures)
         return _Loaded(None, None, failures)
+
+    def _sample(self, index: int, rng: np.random.Generator,
+                iteration: int) -> tuple[torch.Tensor, dict[str, Any]]:
+        if self.mixer is None or not self.mixer.active(iteration):
+            return self.dataset.get_uint8(index, rng, self.transforms)
+        ds = self.dataset
+        image, target = self.mixer(lambda i: (ds.load_image(i), ds.get_annotation(i)),
+                                   len(ds), index, rng)
+        tf = self.transforms if self.transforms is not None else getattr(ds, "transforms", None)
+        if tf is not None:
+            image, target = tf(image, target, rng)
+        return to_uint8_tensor(image), target
 
 
 def _collate_train(items: Sequence[_Loaded]) -> tuple[TrainBatch, list[_Failure]]:
@@ -137,10 +151,11 @@ def _init_worker(seed: int, worker_id: int) -> None:
     torch.manual_seed(s)
     torch.set_num_threads(1)
     cv2.setNumThreads(0)  # serial (1 waits on pool threads that fork did not copy)
-    # A Ctrl-C sent to the whole process group is the main process's to handle (it saves a
-    # checkpoint and ends the workers). SIGTERM keeps its default: multiprocessing ends
-    # workers with it at exit, and the trainer stops cleanly when a group SIGTERM ends them.
+    # A Ctrl-C or SIGTERM sent to the whole process group is the main process's to handle
+    # (it saves a checkpoint and ends the workers; the trainer closes its loader whenever
+    # its loop ends, so no worker is left for the interpreter's exit to terminate).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     # Workers yield the CPU to the computation they feed (rfcn.utils.process: thread budget).
     with contextlib.suppress(OSError):
         os.nice(WORKER_NICENESS)
@@ -171,6 +186,7 @@ class TrainLoader:
         self, dataset: DetectionDataset, images_per_batch: int, *, seed: int, start_iter: int,
         num_workers: int, aspect_grouping: bool, strict: bool, rank: int, world_size: int,
         transforms: Transform | None, pin_memory: bool = False,
+        mixer: SampleMixer | None = None,
     ) -> None:
         if images_per_batch < 1:
             raise ValueError(f"images_per_batch must be >= 1, got {images_per_batch}")
@@ -183,7 +199,7 @@ class TrainLoader:
         self.batch_sampler = TrainBatchSampler(schedule, images_per_batch, rank, world_size,
                                                start_iter)
         samples = _TrainSamples(dataset, transforms, strict, schedule.group_members(),
-                                schedule.group_of)
+                                schedule.group_of, mixer)
         self._failures = _FailureLog()
         self._loader = DataLoader(
             samples,  # type: ignore[arg-type]
@@ -228,6 +244,7 @@ def build_train_loader(
     world_size: int = 1,
     transforms: Transform | None = None,
     pin_memory: bool = False,
+    mixer: SampleMixer | None = None,
 ) -> TrainLoader:
     """Infinite training loader; see the module docstring.
 
@@ -243,13 +260,14 @@ def build_train_loader(
         transforms: augmentation; None uses the dataset's own ``transforms``.
         pin_memory: pin the batches' tensors (page-locked: faster, asynchronous copies to a
             CUDA device); use it when training on CUDA.
+        mixer: mosaic / copy-paste before ``transforms`` (`rfcn.data.mixing`), None: off.
 
     Batches: `TrainBatch` with uint8 Tensor[3, H, W] images.
     """
     return TrainLoader(dataset, images_per_batch, seed=seed, start_iter=start_iter,
                        num_workers=num_workers, aspect_grouping=aspect_grouping, strict=strict,
                        rank=rank, world_size=world_size, transforms=transforms,
-                       pin_memory=pin_memory)
+                       pin_memory=pin_memory, mixer=mixer)
 
 
 class _TestSamples:

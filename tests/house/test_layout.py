@@ -14,9 +14,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # Lower layers first; a package may import from its own layer or the layers listed before it.
 LAYERS: list[set[str]] = [
-    {"rfcn.utils", "rfcn.kernels"},
+    {"rfcn.kernels"},
     {"rfcn.ops"},
     {"rfcn.models", "rfcn.data"},
+    {"rfcn.utils"},  # process, files, distributed: for the layers that run things
     {"rfcn.checkpoint", "rfcn.export"},
     {"rfcn.visualization"},
     {"rfcn.evaluation", "rfcn.inference"},

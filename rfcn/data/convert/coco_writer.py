@@ -9,6 +9,7 @@ order, annotation ids 1..M; the output is the same for the same input and seed.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -20,7 +21,6 @@ import numpy as np
 
 from rfcn.data.convert.report import CLIPPED, DROPPED, ConversionReport, SplitSummary
 from rfcn.data.convert.sources import Source, SourceImage, SourceObject
-from rfcn.utils.files import write_json
 
 __all__ = ["REPORT_FILE", "check_box", "image_root", "resolve_classes", "split_ids", "write_coco",
            "write_report"]
@@ -181,12 +181,22 @@ def write_coco(
         split_anns = [a for i in split_ids_ for a in anns[i]]
         path = output / ("annotations.json" if name == _ALL else f"{name}.json")
         write_json(path, {"images": [by_id[i] for i in split_ids_],
-                          "annotations": split_anns, "categories": categories}, indent=None)
+                          "annotations": split_anns, "categories": categories})
         report.splits[name] = SplitSummary(str(path), len(split_ids_), len(split_anns))
     write_report(report, output)
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """`data` as JSON to `path` through a temporary file (a killed convert leaves no half
+    file); NaN is refused (JSON has none). (rfcn.utils.files sits above the data layer.)"""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, allow_nan=False)
+        f.write("\n")
+    os.replace(tmp, path)
 
 
 def write_report(report: ConversionReport, output: Path) -> None:
     """``output/convert_report.json``."""
     output.mkdir(parents=True, exist_ok=True)
-    write_json(output / REPORT_FILE, report.to_dict(), indent=None)
+    write_json(output / REPORT_FILE, report.to_dict())

@@ -37,7 +37,7 @@ def _tool(name: str, *args: str) -> str:
                           capture_output=True, text=True, env=env, timeout=3600)
     if proc.returncode != 0:
         sys.exit(f"error: tools/{name} failed:\n{proc.stderr[-3000:]}")
-    return proc.stderr
+    return proc.stdout + proc.stderr  # the tools log to the console's stdout
 
 
 def _checkpoint(args: argparse.Namespace, tmp: Path) -> Path:

@@ -31,6 +31,7 @@ from rfcn.engine.hooks import (
 from rfcn.engine.solver import LRMultiplier, build_optimizer
 from rfcn.engine.trainer import Trainer, TrainerSettings
 from rfcn.evaluation import COCO_METRIC_NAMES, VOC_METRIC_NAMES, evaluate_model
+from rfcn.models.spec import RFCNSpec
 from rfcn.utils.distributed import get_rank, get_world_size, is_main_process, wrap_ddp
 from rfcn.utils.process import amp_dtype
 from rfcn.visualization import tensorboard_eval_extras
@@ -146,23 +147,29 @@ def build_trainer(
     device: torch.device,
     output_dir: Path,
     writer: Any,
+    spec: RFCNSpec | None = None,
 ) -> Trainer:
     """The trainer of a run: its loader, hooks (evaluation on `data.val`), the DDP wrapper,
     the moving average of the weights (`train.ema`), and what every checkpoint records about
-    the run."""
+    the run. `spec`: the image sizes of a model that is not an R-FCN (the torchvision peer,
+    rfcn.assembly.peer), whose checkpoints then record no R-FCN spec."""
     amp = amp_dtype(rc.plain(cfg.train.amp), device)
-    transforms = build_train_transforms(cfg.aug, model)
+    own_spec = getattr(model, "spec", None)
+    sizes_spec = own_spec if own_spec is not None else spec
+    if sizes_spec is None:
+        raise TypeError("build_trainer: a model without .spec needs spec= (its image sizes)")
+    transforms = build_train_transforms(cfg.aug, sizes_spec)
     loader_factory = train_loader_factory(cfg, data.train, transforms, get_rank(),
                                           get_world_size(), pin_memory=device.type == "cuda")
     hooks = build_hooks(cfg.train, _evaluate_fn(cfg, data, device, amp, writer),
                         ScalarRecorder(writer), output_dir, data.name)
     meta = {
-        "model_spec": model.spec.to_dict(),
+        "model_spec": own_spec.to_dict() if own_spec is not None else None,
         "weights_backbone": cfg.model.weights_backbone,
         "class_names": data.class_names,
         "label_to_cat_id": data.label_to_cat_id,
         "config": rc.to_yaml(cfg),
-        "architecture": model.spec.builder,
+        "architecture": own_spec.builder if own_spec is not None else type(model).__name__,
     }
     ddp_model = wrap_ddp(model, device, cfg.solver.ims_per_batch)
     # after the wrapper: DDP gives every process rank 0's weights, the average starts from them

@@ -46,6 +46,13 @@ class BoxNms(str, Enum):
     soft_gaussian = "soft_gaussian"
 
 
+class BoxLoss(str, Enum):
+    smooth_l1 = "smooth_l1"
+    giou = "giou"
+    diou = "diou"
+    ciou = "ciou"
+
+
 # ---- schemas ---------------------------------------------------------------------------------
 
 
@@ -142,6 +149,8 @@ class ModelConfig:
     bbox_reg_weights: list[float] | None = None
     ohem: bool | None = None
     ohem_nms_thresh: float | None = None
+    box_loss: BoxLoss | None = None
+    box_loss_weight: float | None = None
     box_score_thresh: float | None = None
     box_nms_thresh: float | None = None
     box_detections_per_img: int | None = None

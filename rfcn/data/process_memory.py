@@ -14,10 +14,15 @@ import ctypes
 import ctypes.util
 import math
 import os
-from dataclasses import dataclass
+import re
+import subprocess
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
-__all__ = ["ProcessMemory", "descendants", "memory_of", "peak_rss", "release_free_heap",
-           "tree_memory"]
+__all__ = ["ProcessMemory", "WatchedRun", "descendants", "memory_of", "peak_rss",
+           "release_free_heap", "run_watched", "tree_memory"]
 
 
 @dataclass(frozen=True)
@@ -119,3 +124,54 @@ def release_free_heap() -> None:
         return
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(name).malloc_trim(0)
+
+
+@dataclass
+class WatchedRun:
+    """What `run_watched` saw: exit status, seconds from start to the end and to the first
+    output line matching its pattern (NaN: none), the process tree's peak PSS among the
+    samples, and the output's last lines."""
+
+    returncode: int
+    wall_s: float
+    first_match_s: float
+    peak_tree_pss: float
+    samples: int
+    tail: list[str] = field(default_factory=list)
+
+
+def run_watched(cmd: Sequence[str], pattern: str, *, interval: float = 0.25,
+                cwd: str | None = None, env: dict[str, str] | None = None,
+                timeout: float = 7200.0) -> WatchedRun:
+    """Run `cmd` (stdout and stderr merged), sampling the PSS of its whole process tree
+    every `interval` seconds and timing the first output line that matches `pattern`."""
+    regex = re.compile(pattern)
+    start = time.perf_counter()
+    proc = subprocess.Popen(list(cmd), cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, bufsize=1)
+    first = [math.nan]
+    tail: list[str] = []
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if math.isnan(first[0]) and regex.search(line):
+                first[0] = time.perf_counter() - start
+            tail.append(line.rstrip("\n"))
+            del tail[:-40]
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    peak, samples = 0.0, 0
+    while proc.poll() is None:
+        if time.perf_counter() - start > timeout:
+            proc.kill()
+            break
+        total, _ = tree_memory(proc.pid)
+        if not math.isnan(total.pss):
+            peak, samples = max(peak, total.pss), samples + 1
+        time.sleep(interval)
+    proc.wait()
+    reader.join(timeout=10)
+    return WatchedRun(proc.returncode, time.perf_counter() - start, first[0],
+                      peak if samples else math.nan, samples, tail)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ def train(cfg: Any, command_line: Sequence[str] | None = None) -> dict[str, Any]
         TrainingInterrupted: SIGINT / SIGTERM (after saving the checkpoint).
         CheckpointError: a resume / fine-tune checkpoint that is unsafe or does not fit.
     """
+    start = time.perf_counter()
     output_dir = rc.resolve_output_dir(cfg)
     device = setup_device(cfg.train.device)
     init_distributed(device)
@@ -69,7 +71,7 @@ def train(cfg: Any, command_line: Sequence[str] | None = None) -> dict[str, Any]
         if resume is not None:
             trainer.load_training_state(resume, resume_path)
             logger.info("resumed from %s at iteration %d", resume_path, trainer.iteration)
-        return _run(trainer, cfg, output_dir)
+        return _run(trainer, cfg, output_dir, start)
     finally:
         if writer is not None:
             writer.close()
@@ -134,11 +136,13 @@ def _build_or_restore_model(
     return assembly.build_model(cfg.model, num_classes)
 
 
-def _run(trainer: Trainer, cfg: Any, output_dir: Path) -> dict[str, Any]:
+def _run(trainer: Trainer, cfg: Any, output_dir: Path, start: float) -> dict[str, Any]:
     metrics = trainer.train()
     if is_main_process():
+        # wall_s: this invocation, start-up to the final evaluation (a resumed run: its part)
         metrics = {**metrics, "iteration": trainer.iteration, "dataset": cfg.dataset.name,
-                   "checkpoint": str(trainer.checkpoint_path)}
+                   "checkpoint": str(trainer.checkpoint_path),
+                   "wall_s": round(time.perf_counter() - start, 1)}
         if trainer.stop_reason:
             metrics["stopped_early"] = trainer.stop_reason
         best = next((h.summary() for h in trainer.hooks if isinstance(h, BestCheckpointHook)),

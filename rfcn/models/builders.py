@@ -24,7 +24,8 @@ Keyword arguments and their defaults (rfcn.models.spec holds them):
              bbox_reg_weights=(10, 10, 5, 5), deform_trans_std=0.1, deform_sample_per_part=4
     train:   box_fg_iou_thresh=0.5, box_bg_iou_thresh=0.5, box_batch_size_per_image=128,
              box_positive_fraction=0.25, ohem=True, ohem_nms_thresh=0.7 (OHEM keeps
-             box_batch_size_per_image RoIs per image)
+             box_batch_size_per_image RoIs per image), box_loss="smooth_l1" ("giou", "diou",
+             "ciou": IoU losses on the decoded boxes), box_loss_weight=1.0
     eval:    box_score_thresh=0.05, box_nms_thresh=0.3, box_detections_per_img=100,
              box_nms="nms" (or "soft_linear" / "soft_gaussian": soft-NMS), soft_nms_sigma=0.5,
              soft_nms_min_score=0.001
@@ -51,6 +52,7 @@ from typing import Any
 from torchvision.models.detection._utils import BoxCoder
 
 from rfcn.models.backbone import load_backbone_weights, resnet_trunk
+from rfcn.models.losses import BoxRegressionLoss
 from rfcn.models.postprocess import DetectionPostProcessor
 from rfcn.models.ps_head import PSRoIHead
 from rfcn.models.rfcn import RFCN
@@ -110,7 +112,8 @@ def rfcn_from_spec(spec: RFCNSpec) -> RFCN:
                                            p.soft_nms_sigma, p.soft_nms_min_score)
     model = RFCN(transform, trunk, rpn, head, assigner, postprocessor, ohem=s.ohem,
                  ohem_batch_size_per_image=s.box_batch_size_per_image,
-                 ohem_nms_thresh=s.ohem_nms_thresh)
+                 ohem_nms_thresh=s.ohem_nms_thresh,
+                 box_loss=BoxRegressionLoss(s.box_loss, box_coder, s.box_loss_weight))
     model.spec = spec
     return model
 

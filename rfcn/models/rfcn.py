@@ -15,7 +15,7 @@ from torchvision.models.detection.rpn import RegionProposalNetwork
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
 from rfcn.models.backbone import ResNetTrunk
-from rfcn.models.losses import per_roi_losses, rfcn_loss
+from rfcn.models.losses import SMOOTH_L1, BoxRegressionLoss, per_roi_losses, rfcn_loss
 from rfcn.models.ohem import select_hard_examples
 from rfcn.models.postprocess import DetectionPostProcessor
 from rfcn.models.ps_head import PSRoIHead
@@ -34,6 +34,7 @@ class RFCN(nn.Module):
         postprocessor: eval-mode detections.
         ohem: back-propagate only the `ohem_batch_size_per_image` highest-loss RoIs of all
             proposals (after NMS at `ohem_nms_thresh`) instead of a random balanced sample.
+        box_loss: the head's per-RoI box loss (smooth-L1 on deltas, or an IoU loss).
     """
 
     def __init__(
@@ -47,6 +48,7 @@ class RFCN(nn.Module):
         ohem: bool = True,
         ohem_batch_size_per_image: int = 128,
         ohem_nms_thresh: float = 0.7,
+        box_loss: BoxRegressionLoss = SMOOTH_L1,
     ) -> None:
         super().__init__()
         self.transform, self.trunk, self.rpn, self.head = transform, trunk, rpn, head
@@ -54,6 +56,7 @@ class RFCN(nn.Module):
         self.ohem = ohem
         self.ohem_batch_size_per_image = ohem_batch_size_per_image
         self.ohem_nms_thresh = ohem_nms_thresh
+        self.box_loss = box_loss
 
     @property
     def num_classes(self) -> int:
@@ -78,14 +81,16 @@ class RFCN(nn.Module):
             roi_targets = self.assigner(proposals, targets, sample=not self.ohem)
             class_logits, box_regression = self.head(c5, roi_targets.rois)
             keep = None
+            proposals = roi_targets.rois[:, 1:]
             if self.ohem:
-                cls_loss, box_loss = per_roi_losses(
-                    class_logits.detach(), box_regression.detach(),
-                    roi_targets.labels, roi_targets.regression_targets)
+                with torch.no_grad():
+                    cls_loss, box_loss = per_roi_losses(
+                        class_logits, box_regression, roi_targets.labels,
+                        roi_targets.regression_targets, proposals, self.box_loss)
                 keep = select_hard_examples(cls_loss + box_loss, roi_targets.rois,
                                             self.ohem_batch_size_per_image, self.ohem_nms_thresh)
             losses = rfcn_loss(class_logits, box_regression, roi_targets.labels,
-                               roi_targets.regression_targets, keep)
+                               roi_targets.regression_targets, keep, proposals, self.box_loss)
             return {**rpn_losses, **losses}
         rois = _to_rois(proposals)
         class_logits, box_regression = self.head(c5, rois)

@@ -38,6 +38,7 @@ ARCHS = ("resnet18", "resnet50", "resnet101")
 NORMS = ("frozen_bn", "bn", "gn")
 PS_OPS = ("pool", "align", "deform")
 BOX_NMS = ("nms", "soft_linear", "soft_gaussian")
+BOX_LOSSES = ("smooth_l1", "giou", "diou", "ciou")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 _SPEC_VERSION = 1
@@ -140,6 +141,15 @@ class RoISamplingSpec:
     box_positive_fraction: float = 0.25
     ohem: bool = True
     ohem_nms_thresh: float = 0.7
+    # head box loss: smooth-L1 on the encoded deltas, or an IoU loss on the decoded boxes
+    # (torchvision.ops generalized / distance / complete IoU), times box_loss_weight
+    box_loss: str = "smooth_l1"
+    box_loss_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        _choice("box_loss", self.box_loss, BOX_LOSSES)
+        if self.box_loss_weight < 0:
+            raise ValueError(f"box_loss_weight must be >= 0, got {self.box_loss_weight}")
 
 
 @dataclass(frozen=True)

@@ -6,10 +6,15 @@ checkpoint's config and spec carry them and eval / infer / export use them), log
 returns them. Explicit values always win; the images per step (`solver.ims_per_batch`) are
 only lowered when the input size itself is automatic, the small objects need the pixels and
 the run (`train.max_iter` x processes) still sees every image `sizing.min_epochs` times.
+Zoom (small objects the budget cannot give enough pixels, rfcn.data.sizing): the test size
+`min_size` goes up to `sizing.max_zoom` times the training size, `train_min_sizes` stay around
+the training size and `aug.crop_prob=1` / `aug.crop_min_scale` are set; only when `min_size`
+and `train_min_sizes` are both `auto` and `aug.crop_prob` is left at 0.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
@@ -25,6 +30,7 @@ logger = logging.getLogger(__name__)
 
 # multi-scale training around the chosen size (the R-FCN paper trains COCO at 480..800)
 TRAIN_SCALE_FACTORS = (0.8, 0.9, 1.0, 1.1, 1.2)
+ZOOM_MAX_SIZE_ROOM = 1.2
 
 
 def _int_value(key: str, value: Any) -> int:
@@ -72,20 +78,47 @@ def _budget(sizing_cfg: Any) -> SizingBudget:
                            for k in SizingBudget.__dataclass_fields__ if k in sizing_cfg})
 
 
-def _auto_input_size(cfg: Any, stats: Any, kept: np.ndarray, budget: SizingBudget
-                     ) -> dict[str, Any]:
-    """`min_size` (and `ims_per_batch` when the budget lowers it, written into cfg.solver)."""
+def _zoom(cfg: Any, choice: Any, auto: set[str]) -> dict[str, Any]:
+    """The zoom's crop keys written into cfg.aug ({} when there is no zoom or it is off)."""
+    if not choice.train_size:
+        return {}
+    aug = cfg.get("aug")
+    blocked = ("model.train_min_sizes is set" if "train_min_sizes" not in auto else
+               "aug.crop_prob is set" if aug is None or float(aug.crop_prob) != 0.0 else "")
+    if blocked:
+        logger.info("auto sizing: the small objects want x%.2f the training size, not zoomed "
+                    "(%s)", choice.zoom, blocked)
+        return {}
+    aug.crop_prob, aug.crop_min_scale = 1.0, float(choice.crop_min_scale)
+    logger.info("auto sizing: zoom x%.2f for the small objects: test at %d px, train on "
+                "random crops (aug.crop_prob=1, aug.crop_min_scale=%g) resized around %d px "
+                "(sizing.max_zoom=1 switches it off)", choice.zoom, choice.min_size,
+                choice.crop_min_scale, choice.train_size)
+    return {"train_size": choice.train_size, "aug.crop_prob": 1.0,
+            "aug.crop_min_scale": float(choice.crop_min_scale)}
+
+
+def _auto_input_size(cfg: Any, stats: Any, kept: np.ndarray, budget: SizingBudget,
+                     auto: set[str]) -> dict[str, Any]:
+    """`min_size` (and `ims_per_batch` when the budget lowers it, written into cfg.solver;
+    the zoom's training size and crop keys, see `_zoom`)."""
     solver, train = cfg.get("solver"), cfg.get("train")
     configured_ims = int(solver.ims_per_batch) if solver is not None else 2
     steps = int(train.max_iter) * get_world_size() if train is not None else None
     choice = choose_size(stats.image_sizes, stats.sqrt_areas[kept], configured_ims, budget,
                          train_steps=steps)
+    zoom = _zoom(cfg, choice, auto)
+    if choice.train_size and not zoom:  # no zoom: test at the training size
+        choice = dataclasses.replace(choice, min_size=choice.train_size, train_size=0,
+                                     crop_min_scale=None,
+                                     scale=choice.scale / choice.zoom,
+                                     small_object_px=choice.small_object_px / choice.zoom)
     logger.info("auto sizing: shorter side %d px (x%.2f of the median image; the %g-th "
                 "percentile box side %.1f px -> %.1f px, target %g; %d images x pixels "
                 "within sizing.step_pixels=%d)", choice.min_size, choice.scale,
                 budget.percentile, choice.notes["small_px"], choice.small_object_px,
                 budget.target_object_px, choice.ims_per_batch, budget.step_pixels)
-    chosen: dict[str, Any] = {"min_size": choice.min_size}
+    chosen: dict[str, Any] = {"min_size": choice.min_size, **zoom}
     if solver is not None and choice.ims_per_batch != configured_ims:
         solver.ims_per_batch = choice.ims_per_batch
         chosen["ims_per_batch"] = choice.ims_per_batch
@@ -129,16 +162,21 @@ def apply_auto_sizing(cfg: Any, dataset: Any) -> dict[str, Any]:
     if stats.num_images == 0:
         raise ValueError("model.*=auto needs a training set with images")
     budget = _budget(cfg.get("sizing"))
-    chosen = _auto_input_size(cfg, stats, kept, budget) if "min_size" in auto else {}
+    chosen = _auto_input_size(cfg, stats, kept, budget, auto) if "min_size" in auto else {}
     min_size = int(chosen.get("min_size", model_cfg.get("min_size") or ImageSpec().min_size))
+    train_size = int(chosen.pop("train_size", min_size))
     if "train_min_sizes" in auto:
-        chosen["train_min_sizes"] = sorted({_round8(min_size * f) for f in TRAIN_SCALE_FACTORS})
+        chosen["train_min_sizes"] = sorted({_round8(train_size * f)
+                                            for f in TRAIN_SCALE_FACTORS})
     if "max_size" in auto:
         aspect = float(np.percentile(stats.image_sizes.max(axis=1)
                                      / stats.image_sizes.min(axis=1), 95))
         train_sizes = chosen.get("train_min_sizes") or model_cfg.get("train_min_sizes") or []
         largest = max([min_size, *(int(s) for s in train_sizes)])
-        chosen["max_size"] = _round8(largest * aspect)
+        # zoom: the crops are narrower than the image (each side keeps >= crop_min_scale of
+        # its own), so wider; 1.2x more room is what the BCCD measurement used (README)
+        room = ZOOM_MAX_SIZE_ROOM if "aug.crop_min_scale" in chosen else 1.0
+        chosen["max_size"] = _round8(largest * aspect * room)
     max_size = int(chosen.get("max_size", model_cfg.get("max_size") or
                               max(ImageSpec().max_size, min_size)))
     if auto & {"anchor_sizes", "aspect_ratios"}:

@@ -190,6 +190,9 @@ class SizingConfig:
     max_upscale: float = 2.0
     min_short: int = 128
     max_short: int = 800
+    # small objects under the budget: test at up to this x the training size, train on
+    # random crops resized to the training size (aug.crop_*; 1: off)
+    max_zoom: float = 1.4
 
 
 @dataclass

@@ -13,6 +13,13 @@ YOLO, within a compute budget.
   generated sets the rule was not tuned on) only while the run still sees every training
   image `min_epochs` times: halving the images per step halves what the run learns from.
   README ("Results") has the measurements behind these defaults.
+- Zoom (small objects under the budget): when the budget's size leaves the small objects
+  below `target_object_px`, the model is tested at up to `max_zoom` times the training size
+  (as far as the small objects need) and trains on random crops (`crop_min_scale`) resized
+  to the training size: a step costs the budget's pixels, while the objects are seen around
+  their test scale (the crop's side fractions run from m = (train / test)^2 to 1, so the
+  training scales' geometric middle is the test scale; detectron2's large-scale jitter +
+  fixed-size crop does the same). `max_zoom=1` switches it off.
 - Anchors: octave sizes (powers of two) over the 1st..99th percentile of the resized box
   sides, ratios (0.5, 1, 2) widened only for strongly elongated boxes (`choose_anchors`);
   `anchor_coverage` is the share of boxes some anchor of the same centre overlaps with
@@ -45,6 +52,7 @@ class SizingBudget:
     max_upscale: float = 2.0
     min_short: int = 128
     max_short: int = 800
+    max_zoom: float = 1.4  # test size / training size at most, for small objects (1: off)
 
 
 @dataclass(frozen=True)
@@ -53,8 +61,14 @@ class SizingChoice:
     max_size: int
     ims_per_batch: int
     scale: float  # of the typical image
-    small_object_px: float  # the small objects' side after resizing
+    small_object_px: float  # the small objects' side after resizing (at the test size)
     notes: dict[str, float] = field(default_factory=dict)
+    train_size: int = 0  # the training images' shorter side (0: min_size, no zoom)
+    crop_min_scale: float | None = None  # zoom: the training crops' smallest side fraction
+
+    @property
+    def zoom(self) -> float:
+        return self.min_size / self.train_size if self.train_size else 1.0
 
 
 def _round_to(value: float, multiple: int) -> int:
@@ -100,8 +114,23 @@ def choose_size(
     fits = int(budget.step_pixels // max(pixels, 1.0))
     ims_per_batch = max(floor, min(max_ims_per_batch, fits))
     scale = min_size / short
-    return SizingChoice(min_size, max_size, ims_per_batch, scale, small * scale,
-                        {"wanted_scale": want, "budget_scale": by_budget, "small_px": small})
+    notes = {"wanted_scale": want, "budget_scale": by_budget, "small_px": small}
+    test = _zoomed_size(min_size, min(want, budget.max_upscale) / scale, budget)
+    if test == min_size:
+        return SizingChoice(min_size, max_size, ims_per_batch, scale, small * scale, notes)
+    crop = max(0.1, round((min_size / test) ** 2 / 0.05) * 0.05)
+    return SizingChoice(test, _round_to(test * aspect, 8), ims_per_batch, test / short,
+                        small * test / short, notes, train_size=min_size,
+                        crop_min_scale=round(crop, 2))
+
+
+def _zoomed_size(train_size: int, needed: float, budget: SizingBudget) -> int:
+    """The test size: the training size times what the small objects still need, at most
+    `max_zoom`, rounded to 8 px (the training size itself when they need nothing)."""
+    zoom = min(needed, budget.max_zoom)  # `needed` already within max_upscale
+    if zoom < 1.1:  # less than one rounding step of multi-scale training: not worth a crop
+        return train_size
+    return max(train_size, min(_round_to(train_size * zoom, 8), budget.max_short))
 
 
 DEFAULT_RATIOS = (0.5, 1.0, 2.0)

@@ -16,12 +16,28 @@ from typing import Any
 from rfcn import assembly
 from rfcn import config as rc
 from rfcn.assembly.peer import build_peer_model
+from rfcn.engine.train_loop import StepResult, TrainHook
+from rfcn.engine.trainer import Trainer
 from rfcn.utils.files import write_json
 from rfcn.utils.process import configure_threads, seed_everything, setup_device
 
 __all__ = ["train_peer"]
 
 logger = logging.getLogger(__name__)
+
+
+class _LoopClock(TrainHook):
+    """Seconds of the training iterations alone (no start-up, no evaluation)."""
+
+    def __init__(self) -> None:
+        self.start = self.end = time.perf_counter()
+        self.first_iteration = 0
+
+    def before_train(self, trainer: Trainer) -> None:
+        self.start, self.first_iteration = time.perf_counter(), trainer.iteration
+
+    def after_step(self, trainer: Trainer, result: StepResult) -> None:
+        self.end = time.perf_counter()
 
 
 def train_peer(cfg: Any) -> dict[str, Any]:
@@ -43,8 +59,12 @@ def train_peer(cfg: Any) -> dict[str, Any]:
     optimizer, lr_multiplier = assembly.build_solver(cfg.solver, model, cfg.train.max_iter)
     trainer = assembly.build_trainer(cfg, model, optimizer, lr_multiplier, data, device,
                                      output_dir, None, spec=spec)
+    clock = _LoopClock()
+    trainer.hooks.insert(0, clock)
     metrics = trainer.train()
+    steps = max(1, trainer.iteration - clock.first_iteration)
     metrics = {**metrics, "iteration": trainer.iteration, "model": model.description,
-               "base_lr": float(cfg.solver.base_lr), "wall_s": time.perf_counter() - start}
+               "base_lr": float(cfg.solver.base_lr), "wall_s": time.perf_counter() - start,
+               "seconds_per_iteration": (clock.end - clock.start) / steps}
     write_json(output_dir / "metrics.json", metrics)
     return metrics

@@ -42,14 +42,15 @@ def test_by_default_images_per_step_are_never_traded_below_4() -> None:
     sides = np.concatenate([_boxes(rng, 300, 40), _boxes(rng, 3000, 100)])
     choice = choose_size(np.tile([480, 640], (300, 1)), sides, 4, SizingBudget())
     assert choice.ims_per_batch == 4
-    pixels = choice.min_size * choice.min_size * 640 / 480
+    pixels = choice.train_size * choice.train_size * 640 / 480  # zoomed: trains on crops
     assert choice.ims_per_batch * pixels <= SizingBudget().step_pixels
 
 
 def test_small_objects_in_large_photos_get_pixels_within_the_budget() -> None:
     rng = np.random.default_rng(1)
     sides = np.concatenate([_boxes(rng, 300, 40), _boxes(rng, 3000, 100)])
-    budget = SizingBudget(min_ims_per_batch=2)  # the trading itself, below the default floor
+    # the trading itself, below the default floor (and without the zoom)
+    budget = SizingBudget(min_ims_per_batch=2, max_zoom=1.0)
     choice = choose_size(np.tile([480, 640], (300, 1)), sides, 4, budget)
     assert choice.small_object_px >= budget.target_object_px * 0.9
     pixels = choice.min_size * choice.min_size * 640 / 480
@@ -65,11 +66,72 @@ def test_small_objects_in_large_photos_get_pixels_within_the_budget() -> None:
     big = _boxes(rng, 3000, 200)  # large objects: no images traded at all
     assert choose_size(np.tile([480, 640], (300, 1)), big, 4, budget).ims_per_batch == 4
     tight = choose_size(np.tile([480, 640], (300, 1)), sides, 4,
-                        SizingBudget(step_pixels=60_000))
+                        SizingBudget(step_pixels=60_000, max_zoom=1.0))
     assert tight.min_size < choice.min_size  # the budget caps the scale
     tiny = np.tile([60, 80], (10, 1))  # tiny objects in tiny images: upscaled at most 2x ...
     assert choose_size(tiny, np.full(10, 4.0), 4, SizingBudget(min_short=64)).scale <= 2.0
     assert choose_size(tiny, np.full(10, 4.0), 4).min_size == 128  # ... unless below min_short
+
+
+def test_small_objects_under_the_budget_are_zoomed_within_max_zoom() -> None:
+    """BCCD-like photos (640x480, small objects ~43 px): the budget trains at 160 px, the
+    model tests at 1.4x that (224 px) and trains on crops whose side fractions run from
+    (160/224)^2 ~ 0.5 to 1; the pixels per step stay the budget's."""
+    rng = np.random.default_rng(2)
+    sides = np.concatenate([_boxes(rng, 300, 45), _boxes(rng, 3000, 100)])
+    hw = np.tile([480, 640], (300, 1))
+    choice = choose_size(hw, sides, 4, train_steps=1600)
+    assert (choice.train_size, choice.min_size, choice.crop_min_scale) == (160, 224, 0.5)
+    assert choice.zoom == pytest.approx(1.4)
+    assert 4 * 160 * 160 * 640 / 480 <= SizingBudget().step_pixels
+    off = choose_size(hw, sides, 4, SizingBudget(max_zoom=1.0), train_steps=1600)
+    assert (off.min_size, off.train_size, off.crop_min_scale) == (160, 0, None)
+    more = choose_size(hw, sides, 4, SizingBudget(max_zoom=3.0), train_steps=1600)
+    assert more.min_size >= 224 and more.small_object_px == pytest.approx(20.0, abs=1.5)
+    tiny = choose_size(hw, np.full(300, 8.0), 4, SizingBudget(max_zoom=3.0))
+    assert tiny.scale <= SizingBudget().max_upscale  # the zoom never passes max_upscale
+    big = choose_size(hw, _boxes(rng, 3000, 200), 4, train_steps=1600)
+    assert big.train_size == 0 and big.crop_min_scale is None  # nothing needs a zoom
+
+
+class _Photos:
+    """A dataset of `n` 640x480 photos holding small (~45 px) and larger boxes."""
+
+    class_names = ["__background__", "a"]
+
+    def __init__(self, n: int = 60) -> None:
+        rng = np.random.default_rng(3)
+        self.boxes = []
+        for _ in range(n):
+            sides = np.concatenate([_boxes(rng, 2, 45), _boxes(rng, 8, 100)])
+            xy = rng.uniform(0, 400, (len(sides), 2))
+            self.boxes.append(np.concatenate([xy, xy + sides[:, None]], axis=1))
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+    def get_annotation(self, i: int) -> dict:
+        return {"orig_size": (480, 640), "boxes": self.boxes[i],
+                "labels": np.ones(len(self.boxes[i]), dtype=np.int64)}
+
+
+def test_zoom_sets_the_crop_keys_unless_the_user_chose_them() -> None:
+    from rfcn import assembly
+
+    cfg = compose_train([])
+    chosen = assembly.apply_auto_sizing(cfg, _Photos())
+    assert chosen["min_size"] > max(chosen["train_min_sizes"]) / 1.2  # tests above training
+    assert (cfg.aug.crop_prob, cfg.aug.crop_min_scale) == (1.0, chosen["aug.crop_min_scale"])
+    spec = assembly.config_spec(cfg.model, 2)
+    assert spec.images.min_size == chosen["min_size"]
+    assert spec.images.max_size >= chosen["min_size"]
+    for keys in (["aug.crop_prob=0.3"], ["model.train_min_sizes=[160]"], ["sizing.max_zoom=1"]):
+        user = compose_train(keys)
+        picked = assembly.apply_auto_sizing(user, _Photos())
+        assert "aug.crop_prob" not in picked, keys
+        assert float(user.aug.crop_prob) == (0.3 if "aug.crop_prob=0.3" in keys else 0.0)
+        sizes = picked.get("train_min_sizes") or [160]
+        assert max(sizes) >= picked["min_size"], keys  # tested within the training sizes
 
 
 def test_anchors_cover_the_boxes() -> None:

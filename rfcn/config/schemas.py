@@ -193,6 +193,7 @@ class SizingConfig:
     # small objects under the budget: test at up to this x the training size, train on
     # random crops resized to the training size (aug.crop_*; 1: off)
     max_zoom: float = 1.4
+    zoom_min_epochs: float = 10.0  # ... only when every image is seen this many times
 
 
 @dataclass

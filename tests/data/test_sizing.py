@@ -42,7 +42,8 @@ def test_by_default_images_per_step_are_never_traded_below_4() -> None:
     sides = np.concatenate([_boxes(rng, 300, 40), _boxes(rng, 3000, 100)])
     choice = choose_size(np.tile([480, 640], (300, 1)), sides, 4, SizingBudget())
     assert choice.ims_per_batch == 4
-    pixels = choice.train_size * choice.train_size * 640 / 480  # zoomed: trains on crops
+    size = choice.train_size or choice.min_size  # zoomed: trains on crops of this size
+    pixels = size * size * 640 / 480
     assert choice.ims_per_batch * pixels <= SizingBudget().step_pixels
 
 
@@ -92,6 +93,10 @@ def test_small_objects_under_the_budget_are_zoomed_within_max_zoom() -> None:
     assert tiny.scale <= SizingBudget().max_upscale  # the zoom never passes max_upscale
     big = choose_size(hw, _boxes(rng, 3000, 200), 4, train_steps=1600)
     assert big.train_size == 0 and big.crop_min_scale is None  # nothing needs a zoom
+    # a run of few epochs (2000 images, 3.2 epochs) cannot afford to crop: no zoom
+    few = choose_size(np.tile([480, 640], (2000, 1)), np.tile(sides, 6), 4, train_steps=1600)
+    assert few.train_size == 0 and few.min_size <= 160
+    assert choose_size(hw, sides, 4).train_size == 0  # epochs unknown: no zoom
 
 
 class _Photos:

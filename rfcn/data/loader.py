@@ -35,13 +35,14 @@ from typing import Any, NamedTuple
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, get_worker_info
 
 from rfcn.data.collate import collate_detection
 from rfcn.data.interfaces import DetectionDataset, Transform
 from rfcn.data.mixing import SampleMixer
 from rfcn.data.records import to_uint8_tensor
 from rfcn.data.sampler import SampleSpec, TrainBatchSampler, TrainSchedule, shard_range
+from rfcn.data.shared_slots import SlotRing, pack_targets, unpack_images, unpack_targets
 
 __all__ = ["TrainBatch", "TrainLoader", "TestLoader", "UnreadableImagesError", "build_test_loader",
            "build_train_loader"]
@@ -98,6 +99,7 @@ class _TrainSamples:
         self.strict = strict
         self.groups = groups
         self.group_of = group_of
+        self.slots = SlotRing(PREFETCH_FACTOR + 2)  # used in the workers only
 
     def __getitem__(self, spec: SampleSpec) -> _Loaded:
         index, seed, iteration = spec
@@ -136,9 +138,14 @@ def _collate_train(items: Sequence[_Loaded]) -> tuple[TrainBatch, list[_Failure]
     images = [it.image for it in items if it.image is not None]
     targets = [it.target for it in items if it.target is not None]
     failures = [f for it in items for f in it.failures]
+    worker = get_worker_info()
+    if worker is not None:  # one reused shared-memory slot per batch (rfcn.data.shared_slots)
+        images = worker.dataset.slots.pack(images)
+        targets = pack_targets(targets)
     return TrainBatch(images, targets, [f.path for f in failures]), failures
 
 
+PREFETCH_FACTOR = 2  # batches in flight per worker (torch's default)
 WORKER_NICENESS = 10  # loader workers run below the computation
 
 
@@ -201,6 +208,9 @@ class TrainLoader:
         samples = _TrainSamples(dataset, transforms, strict, schedule.group_members(),
                                 schedule.group_of, mixer)
         self._failures = _FailureLog()
+        # batches from workers: images out of their slot (pinning copies them already)
+        self._unpack_images = num_workers > 0 and not pin_memory
+        self._unpack_targets = num_workers > 0
         self._loader = DataLoader(
             samples,  # type: ignore[arg-type]
             batch_sampler=self.batch_sampler,
@@ -208,6 +218,7 @@ class TrainLoader:
             num_workers=num_workers,
             pin_memory=pin_memory,
             persistent_workers=num_workers > 0,
+            prefetch_factor=PREFETCH_FACTOR if num_workers > 0 else None,
             worker_init_fn=partial(_init_worker, seed * 131 + rank) if num_workers else None,
             # DataLoader draws a base seed when iterated; a private generator keeps it from
             # consuming the global torch RNG (which the trainer checkpoints).
@@ -220,6 +231,10 @@ class TrainLoader:
 
     def __iter__(self) -> Iterator[TrainBatch]:
         for it, (batch, failures) in enumerate(self._loader, self.start_iter):
+            if self._unpack_images:
+                batch = batch._replace(images=unpack_images(batch.images))
+            if self._unpack_targets:
+                batch = batch._replace(targets=unpack_targets(batch.targets))
             self._failures.log(failures)
             if not batch.images:
                 raise UnreadableImagesError(

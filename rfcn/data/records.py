@@ -119,12 +119,14 @@ def clean_boxes(
 
 
 def to_uint8_tensor(image: np.ndarray) -> torch.Tensor:
-    """``np.ndarray[H, W, 3]`` uint8 RGB -> ``Tensor[3, H, W]`` uint8 (contiguous).
+    """``np.ndarray[H, W, 3]`` uint8 RGB -> ``Tensor[3, H, W]`` uint8, a view of the H x W x 3
+    memory (no copy: the transposition happens in the model's float conversion, on its
+    device, at no extra cost).
 
     ``to_uint8_tensor(x).float().div_(255)`` equals ``rfcn.data.image_io.to_tensor(x)``
     bit for bit; the model's transform does that conversion (on its device).
     """
-    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
 
 
 def _offsets(counts: np.ndarray) -> np.ndarray:
@@ -266,6 +268,10 @@ class RecordDataset:
 
     def image_path(self, index: int) -> str:
         return os.path.join(self._image_root, self._table.name(index))
+
+    def record_table(self) -> RecordTable:
+        """Every image's record as columns (read-only: shared with the loader workers)."""
+        return self._table
 
     def get_annotation(self, index: int) -> dict[str, Any]:
         """Target of image ``index`` in original pixels, without decoding the image."""

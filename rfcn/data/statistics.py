@@ -251,18 +251,46 @@ def _flags(ann: dict[str, Any], key: str, m: int) -> np.ndarray:
     return np.asarray(value, dtype=bool).reshape(-1)
 
 
+def _table_statistics(class_names: list[str], table: Any) -> DatasetStatistics:
+    """The same statistics from a `rfcn.data.records.RecordTable`'s columns at once (no
+    per-image loop: 118k COCO images in well under a second instead of seconds)."""
+    num_classes = len(class_names) - 1
+    labels = np.asarray(table.labels, dtype=np.int64)
+    if labels.size and (labels.min() < 1 or labels.max() > num_classes):
+        bad = int(np.searchsorted(table.box_offsets, int(np.flatnonzero(
+            (labels < 1) | (labels > num_classes))[0]), side="right") - 1)
+        lab = labels[table.box_offsets[bad]:table.box_offsets[bad + 1]]
+        raise ValueError(f"annotation {bad}: labels must be in 1..{num_classes}, got "
+                         f"{lab.min()}..{lab.max()}")
+    boxes = np.asarray(table.boxes, dtype=np.float64).reshape(-1, 4)
+    n = len(table)
+    return DatasetStatistics(
+        class_names=list(class_names),
+        image_sizes=np.stack([table.heights, table.widths], axis=1).astype(np.int64),
+        box_image=np.repeat(np.arange(n, dtype=np.int64), np.diff(table.box_offsets)),
+        box_wh=boxes[:, 2:] - boxes[:, :2],
+        box_labels=labels,
+        iscrowd=np.asarray(table.iscrowd, dtype=bool),
+        difficult=np.asarray(table.difficult, dtype=bool),
+    )
+
+
 def dataset_statistics(dataset: AnnotatedDataset) -> DatasetStatistics:
     """Collect the `DatasetStatistics` of ``dataset`` from ``get_annotation(i)`` only.
 
     Each annotation must hold ``boxes`` [M, 4] xyxy pixels, ``labels`` [M] in 1..C and
     ``orig_size`` (h, w); ``iscrowd`` / ``difficult`` [M] are optional (False). Tensors or
-    numpy arrays.
+    numpy arrays. A dataset with ``record_table()`` (the readers of rfcn.data.records)
+    gives its columns instead, read at once; the result is the same.
 
     Raises:
         ValueError: an annotation without ``orig_size`` / with mismatched lengths, or a label
             outside 1..C (C = ``len(dataset.class_names) - 1``).
     """
     num_classes = len(dataset.class_names) - 1
+    table = dataset.record_table() if hasattr(dataset, "record_table") else None
+    if table is not None:
+        return _table_statistics(dataset.class_names, table)
     n = len(dataset)
     sizes = np.zeros((n, 2), dtype=np.int64)
     per_image: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []

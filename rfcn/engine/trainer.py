@@ -48,6 +48,13 @@ class TrainingDiverged(RuntimeError):
     """Too many consecutive non-finite steps; the message names the last good checkpoint."""
 
 
+def _close(data: Any) -> None:
+    """End a loader iterator's workers now, not at interpreter exit (idempotent)."""
+    close = getattr(data, "close", None)
+    if close is not None:
+        close()
+
+
 @dataclass
 class TrainerSettings:
     max_iter: int
@@ -270,9 +277,7 @@ class Trainer:
         try:
             self._steps(data, stop)
         finally:
-            close = getattr(data, "close", None)
-            if close is not None:
-                close()  # ends the loader's workers now, not at interpreter exit
+            _close(data)
 
     def _steps(self, data: Any, stop: StopRequest) -> None:
         while not self.last_step:
@@ -290,6 +295,8 @@ class Trainer:
             if signum is not None:
                 self._interrupted(signum)
             result = self.run_step(batch)
+            if self.iteration >= self.settings.max_iter:
+                _close(data)  # its workers' memory is free for the final evaluation
             for hook in self.hooks:
                 hook.after_step(self, result)
 

@@ -45,8 +45,8 @@ class RFCNTransform(GeneralizedRCNNTransform):
 
     def normalize(self, image: Tensor) -> Tensor:
         """Tensor[3, H, W] float in [0, 1] or uint8 -> normalised float (float32 for uint8)."""
-        if image.dtype == torch.uint8:
-            image = image.to(torch.float32).div_(255.0)
+        if image.dtype == torch.uint8:  # one pass: convert and lay out as [3, H, W]
+            image = image.to(torch.float32, memory_format=torch.contiguous_format).div_(255.0)
         return super().normalize(image)
 
     def _already_sized(self, h: int, w: int) -> bool:

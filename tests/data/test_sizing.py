@@ -215,3 +215,20 @@ def test_default_recipe_resolves_the_quickstart_on_the_synthetic_shapes(tmp_path
     assert chosen["aspect_ratios"] == [0.5, 1.0, 2.0]
     assert min(chosen["train_min_sizes"]) < 160 < max(chosen["train_min_sizes"])
     assert assembly.config_spec(cfg.model, 5).images.max_size >= max(chosen["train_min_sizes"])
+
+
+def test_anchor_coverage_in_chunks_equals_a_float64_loop() -> None:
+    rng = np.random.default_rng(5)
+    wh = np.exp(rng.uniform(np.log(2), np.log(600), (70_001, 2)))  # > 2 chunks
+    sizes, ratios = (16, 32, 64, 128, 256), (0.5, 1.0, 2.0)
+    anchors = [(s / np.sqrt(r), s * np.sqrt(r)) for s in sizes for r in ratios]
+    covered = 0
+    for w, h in wh[::97]:  # the reference on a subsample, then the same subsample chunked
+        best = max(min(w, aw) * min(h, ah) / (w * h + aw * ah - min(w, aw) * min(h, ah))
+                   for aw, ah in anchors)
+        covered += best >= 0.5
+    assert anchor_coverage(wh[::97], sizes, ratios) == covered / len(wh[::97])
+    whole = anchor_coverage(wh, sizes, ratios)
+    parts = [anchor_coverage(wh[i:i + 10_000], sizes, ratios) * len(wh[i:i + 10_000])
+             for i in range(0, len(wh), 10_000)]
+    assert whole == pytest.approx(sum(parts) / len(wh), abs=1e-12)

@@ -184,3 +184,45 @@ def test_fast_on_100k_boxes() -> None:
     stats.to_dict()
     assert stats.num_boxes > 90_000
     assert time.perf_counter() - start < 10.0  # about 0.2 s on one core
+
+
+class _TableDataset:
+    """A reader with `record_table()` (like CocoDetection / VOCDetection)."""
+
+    def __init__(self, table: Any, class_names: list[str]) -> None:
+        self.table, self.class_names = table, class_names
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def record_table(self) -> Any:
+        return self.table
+
+    def get_annotation(self, index: int) -> dict[str, Any]:
+        return self.table.target(index)
+
+
+def test_record_columns_give_the_per_image_statistics() -> None:
+    from rfcn.data.records import RecordTable
+
+    rng = np.random.default_rng(3)
+    fake = _random_dataset(rng, 60, 7)  # includes images without boxes
+    owner = np.concatenate([np.full(len(a["labels"]), i) for i, a in enumerate(fake.anns)])
+    table = RecordTable.build(
+        [f"{i}.jpg" for i in range(len(fake))], range(len(fake)),
+        [a["orig_size"][0] for a in fake.anns], [a["orig_size"][1] for a in fake.anns],
+        owner, np.concatenate([a["boxes"].numpy() for a in fake.anns]),
+        np.concatenate([a["labels"].numpy() for a in fake.anns]),
+        np.concatenate([a["iscrowd"].numpy() for a in fake.anns]),
+        np.concatenate([a["difficult"].numpy() for a in fake.anns]))
+    fast = dataset_statistics(_TableDataset(table, fake.class_names))
+    slow = dataset_statistics(fake)
+    assert fast.to_dict() == slow.to_dict()
+    for name in ("image_sizes", "box_image", "box_wh", "box_labels", "iscrowd", "difficult"):
+        a, b = getattr(fast, name), getattr(slow, name)
+        assert a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b), name
+    bad = RecordTable.build(["a.jpg", "b.jpg"], [1, 2], [9, 9], [9, 9], np.array([0, 1]),
+                            np.array([[0, 0, 2, 2], [1, 1, 3, 3]], np.float32),
+                            np.array([1, 5]), np.zeros(2, bool), np.zeros(2, bool))
+    with pytest.raises(ValueError, match=r"annotation 1: labels must be in 1\.\.3"):
+        dataset_statistics(_TableDataset(bad, fake.class_names))

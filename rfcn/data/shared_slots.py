@@ -7,7 +7,10 @@ README, "COCO-size data"). Each small target tensor (boxes, labels, flags) is on
 segment. So a worker packs the images of a batch into one of a few segments it keeps
 (`SlotRing`, one ring per worker, reused in turn) and hands the targets over as numpy arrays
 (pickled by value); the main process copies the images out of the slot at once and turns
-the arrays back into tensors (`unpack_batch`).
+the arrays back into tensors (`SlotMappings`, `unpack_targets`), keeping the slots mapped
+(a slot mapped afresh page-faults again). Measured per 800x1200 image (tests' numbers in
+README): 0.3 ms in the worker and 0.3 ms in the main process, against ~4.5 ms and ~1.2 ms
+for a fresh segment per tensor.
 
 Why `slots` = the DataLoader's prefetch factor + 2 is enough: a worker is given batch
 ``k + prefetch`` only after the main process has received its batch ``k`` (torch's
@@ -18,13 +21,15 @@ that used it last has been copied out (one slot to spare).
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
-__all__ = ["SlotRing", "TensorArray", "pack_targets", "unpack_images", "unpack_targets"]
+__all__ = ["SlotMappings", "SlotRing", "TensorArray", "pack_targets", "unpack_images",
+           "unpack_targets"]
 
 _ALIGN = 64  # bytes between images in a slot
 
@@ -77,6 +82,22 @@ class SlotRing:
 def unpack_images(images: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     """Private copies of slot-backed images (same strides), so the slot can be reused."""
     return [im.clone() for im in images]
+
+
+class SlotMappings:
+    """The main process's side: copies the images out (`unpack_images`) and keeps the last
+    ``keep`` slots mapped, so that the next batch in a slot finds its mapping in torch's
+    cache of shared storages instead of mapping (and page-faulting) it afresh."""
+
+    def __init__(self, keep: int) -> None:
+        self._mapped: deque[torch.UntypedStorage] = deque(maxlen=max(1, keep))
+
+    def unpack(self, images: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        if images:
+            storage = images[0].untyped_storage()
+            if all(s.data_ptr() != storage.data_ptr() for s in self._mapped):
+                self._mapped.append(storage)
+        return unpack_images(images)
 
 
 def pack_targets(targets: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

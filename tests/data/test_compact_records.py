@@ -169,3 +169,47 @@ def test_evaluation_ground_truth_is_the_cleaned_file(coco_files) -> None:
     assert ds.coco.dataset["images"][0] == {"id": 1, "file_name": "good.jpg", "width": 64,
                                             "height": 48}
     assert ds.coco.dataset["categories"] == [{"id": 3, "name": "cat"}, {"id": 7, "name": "dog"}]
+
+
+def test_fast_reader_gives_what_json_load_gives(tmp_path: Path, monkeypatch) -> None:
+    """msgspec's read (segmentations skipped unbuilt) equals json.load's on a file with what
+    labelling tools write: extra keys everywhere, RLE and polygon segmentations, bool and int
+    flags, a missing area, nulls, non-ASCII names, int and float numbers; and a file msgspec
+    refuses (a NaN) falls back to json.load with the same cleaning."""
+    from rfcn.data import coco_index
+
+    images = [{"id": 7, "file_name": "säge/001.jpg", "width": 64, "height": 48,
+               "license": 1, "coco_url": "http://x", "date_captured": None},
+              {"id": 3, "file_name": "b.png", "width": 32.0, "height": 32, "flickr_url": ""},
+              {"id": 9, "file_name": "c.jpg", "width": 0, "height": 10}]  # a bad size
+    anns = [{"id": 1, "image_id": 7, "category_id": 2, "bbox": [1, 2, 30.5, 20],
+             "area": 610.0, "iscrowd": 0, "segmentation": [[1, 2, 31, 2, 31, 22]],
+             "attributes": {"occluded": False}},
+            {"id": 2, "image_id": 7, "category_id": 1, "bbox": [0, 0, 70, 50], "iscrowd": True,
+             "segmentation": {"counts": "abc123", "size": [48, 64]}},
+            {"id": 2, "image_id": 3, "category_id": 1, "bbox": [4, 4, 8, 8], "area": None},
+            {"id": 5, "image_id": 3, "category_id": 9, "bbox": [1, 1, 2, 2]},  # unknown class
+            {"id": 6, "image_id": 44, "category_id": 1, "bbox": [1, 1, 2, 2]},  # unknown image
+            {"id": 8, "image_id": 3, "category_id": 2, "bbox": [5, 5, 0, 3], "difficult": 1}]
+    data = {"info": {"year": 2024}, "licenses": [], "images": images, "annotations": anns,
+            "categories": [{"id": 2, "name": "zwei", "supercategory": "x"},
+                           {"id": 1, "name": "one"}]}
+    path = tmp_path / "tool_export.json"
+    path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+
+    def parsed() -> dict:
+        index = coco_index.parse_coco(str(path))
+        return {k: v.tolist() for k, v in index.encode().items()}
+
+    fast = parsed()
+    calls = []
+    real = coco_index._decode_fast
+    monkeypatch.setattr(coco_index, "_decode_fast",
+                        lambda raw: calls.append(1) or (None if calls else real(raw)))
+    assert parsed() == fast and calls  # the json.load path, same result
+    monkeypatch.setattr(coco_index, "_decode_fast", real)
+    anns[0]["area"] = float("nan")  # json.dumps writes NaN, which msgspec refuses
+    path.write_text(json.dumps(data))
+    assert coco_index._decode_fast(path.read_bytes()) is None
+    nan_index = coco_index.parse_coco(str(path))
+    assert len(nan_index.records) == len(fast["rec_image_ids"])

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import gc
 import json
 import logging
 from itertools import islice
@@ -8,8 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 from data_builders import good_coco_dataset
+from torch.utils.data import DataLoader, Dataset
 
 from rfcn.data import CocoDetection, TrainBatch, build_test_loader, build_train_loader
+from rfcn.data.loader import iterate_forked
 from rfcn.data.transforms import build_train_transforms
 
 # 6 landscape and 4 portrait images
@@ -197,3 +200,30 @@ def test_pin_memory_option(good_ds) -> None:
     batch = next(iter(loader))
     images, _ = next(iter(test_loader))
     assert all(im.is_pinned() for im in batch.images + images)
+
+
+def _private_dirty_kib() -> int:
+    with open("/proc/self/smaps_rollup") as f:
+        return sum(int(line.split()[1]) for line in f if line.startswith("Private_Dirty:"))
+
+
+class _CollectInWorker(Dataset):
+    """Its one item: the worker's private memory growth (KiB) over a full gc.collect()."""
+
+    def __len__(self) -> int:
+        return 1
+
+    def __getitem__(self, index: int) -> int:
+        before = _private_dirty_kib()
+        gc.collect()
+        return _private_dirty_kib() - before
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps_rollup").exists(), reason="Linux /proc")
+def test_a_collection_in_a_worker_copies_none_of_the_parents_objects() -> None:
+    heap = [{"i": i} for i in range(200_000)]  # tens of MiB of objects the workers inherit
+    frozen = next(iterate_forked(DataLoader(_CollectInWorker(), batch_size=None,
+                                            num_workers=1)))
+    plain = next(iter(DataLoader(_CollectInWorker(), batch_size=None, num_workers=1)))
+    assert plain > 20_000 and frozen < 5_000, (plain, frozen)
+    assert len(heap) == 200_000 and gc.isenabled() and gc.get_freeze_count() == 0

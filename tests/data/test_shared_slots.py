@@ -12,7 +12,13 @@ from data_builders import good_coco_dataset
 from rfcn.data.coco import CocoDetection
 from rfcn.data.loader import build_train_loader
 from rfcn.data.records import to_uint8_tensor
-from rfcn.data.shared_slots import SlotRing, pack_targets, unpack_images, unpack_targets
+from rfcn.data.shared_slots import (
+    SlotMappings,
+    SlotRing,
+    pack_targets,
+    unpack_images,
+    unpack_targets,
+)
 from rfcn.data.transforms import build_train_transforms
 
 
@@ -83,3 +89,17 @@ def test_workers_give_the_in_process_batches_while_earlier_ones_are_kept(tmp_pat
             for k in s:
                 assert (torch.equal(s[k], t[k]) if isinstance(s[k], torch.Tensor)
                         else s[k] == t[k]), k
+
+
+def test_the_main_process_keeps_the_last_slots_mapped() -> None:
+    ring, mappings = SlotRing(3), SlotMappings(2)
+    images = _images(np.random.default_rng(1))[:2]
+    ptrs = []
+    for _ in range(4):
+        packed = ring.pack(images)
+        copies = mappings.unpack(packed)
+        assert all(torch.equal(a, b) for a, b in zip(copies, images, strict=True))
+        assert copies[0].untyped_storage().data_ptr() != packed[0].untyped_storage().data_ptr()
+        ptrs.append(packed[0].untyped_storage().data_ptr())
+    kept = [s.data_ptr() for s in mappings._mapped]
+    assert kept == ptrs[2:] and mappings.unpack([]) == []

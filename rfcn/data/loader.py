@@ -19,6 +19,9 @@ Images leave the workers as uint8 Tensor[3, H, W] (a quarter of float32's bytes 
 worker queues and to the device); the model's transform converts them to float and
 normalises, on its device (`rfcn.models.transform.RFCNTransform`), with the same values
 ``rfcn.data.image_io.to_tensor`` gives. ``pin_memory=True`` (for CUDA) pins the batches.
+A worker writes each batch's images into one of a few shared-memory slots it reuses and
+sends the targets as arrays (`rfcn.data.shared_slots`: a fresh segment per tensor cost as
+much as decoding the image); workers fork with the parent's heap frozen (`iterate_forked`).
 """
 
 from __future__ import annotations

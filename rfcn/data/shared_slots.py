@@ -80,8 +80,13 @@ class SlotRing:
 
 
 def unpack_images(images: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-    """Private copies of slot-backed images (same strides), so the slot can be reused."""
-    return [im.clone() for im in images]
+    """Private copies of slot-backed images (same strides), so the slot can be reused.
+
+    numpy copies them: a torch copy runs on the intra-op thread pool, whose threads then
+    spin-wait for more work on the cores the workers need (2 workers on 2 cores delivered
+    228 images/s with torch's copy, 386 with this one).
+    """
+    return [torch.from_numpy(np.copy(im.numpy(), order="K")) for im in images]
 
 
 class SlotMappings:

@@ -297,6 +297,7 @@ class Trainer:
             result = self.run_step(batch)
             if self.iteration >= self.settings.max_iter:
                 _close(data)  # its workers' memory is free for the final evaluation
+                self.optimizer.zero_grad(set_to_none=True)  # and so are the gradients
             for hook in self.hooks:
                 hook.after_step(self, result)
 

@@ -17,7 +17,6 @@ from rfcn.evaluation.error_analysis import (
     confusion_to_dict,
 )
 from rfcn.utils.files import write_json
-from rfcn.visualization.plots import plot_confusion_matrix, plot_error_breakdown, plot_pr_curves
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +49,13 @@ def write_error_analysis(
 ) -> list[Path]:
     """Write confusion_matrix.{json,png}, pr_curves.png and (COCO) coco_errors.{json,png}
     to `out_dir`; returns the files written."""
+    # matplotlib only where plots are drawn: training and eval without plots never import it
+    from rfcn.visualization.plots import (
+        plot_confusion_matrix,
+        plot_error_breakdown,
+        plot_pr_curves,
+    )
+
     names = list(dataset.class_names)
     gts = [dataset.get_annotation(i) for i in range(len(dataset))]
     matrix = confusion_matrix(gts, per_image_detections(evaluator, dataset), len(names) - 1,

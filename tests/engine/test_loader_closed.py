@@ -1,6 +1,6 @@
-"""The training loader's workers end before the final evaluation (their memory is free for
-the evaluator's own workers), and not before: hooks of earlier iterations still run with
-the loader open."""
+"""The training loader's workers and the gradients end before the final evaluation (their
+memory is free for the evaluator), and not before: hooks of earlier iterations still run
+with the loader open."""
 
 from __future__ import annotations
 
@@ -47,7 +47,8 @@ class _Watch:
     def after_train(self, trainer: Trainer) -> None: ...
 
     def after_step(self, trainer: Trainer, result: object) -> None:
-        self.seen.append((trainer.iteration, self.loader.closed))
+        grads = trainer.model_without_ddp.lin.weight.grad is not None
+        self.seen.append((trainer.iteration, self.loader.closed, grads))
 
 
 def test_loader_closes_before_the_last_iterations_hooks(tmp_path: Path) -> None:
@@ -59,4 +60,5 @@ def test_loader_closes_before_the_last_iterations_hooks(tmp_path: Path) -> None:
                       device=torch.device("cpu"), output_dir=tmp_path,
                       settings=TrainerSettings(max_iter=3), checkpoint_meta={}, hooks=[watch])
     trainer.train()
-    assert watch.seen == [(1, False), (2, False), (3, True)]
+    # the final evaluation's hooks run with the loader closed and the gradients freed
+    assert watch.seen == [(1, False, True), (2, False, True), (3, True, False)]

@@ -17,7 +17,8 @@ OPTIONS = ["test.box_nms=soft_gaussian", "test.scales=[80,112]", "test.flip=true
 def test_soft_nms_and_tta_evaluate_the_same_under_ddp(tmp_path: Path, tiny_run: Path) -> None:
     ckpt = tiny_run / "checkpoints" / "last.pt"
     plain = run_tool("eval.py", f"checkpoint={ckpt}", f"hydra.run.dir={tmp_path / 'plain'}",
-                     "test.box_nms=nms", "num_workers=0", "device=cpu", "analysis=false", cwd=tmp_path)
+                     "test.box_nms=nms", "num_workers=0", "device=cpu", "analysis=false",
+                     cwd=tmp_path)
     single = run_tool("eval.py", f"checkpoint={ckpt}", f"hydra.run.dir={tmp_path / 'one'}",
                       *OPTIONS, cwd=tmp_path)
     ddp = run_tool("eval.py", f"checkpoint={ckpt}", f"hydra.run.dir={tmp_path / 'two'}",

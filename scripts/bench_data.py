@@ -53,7 +53,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--annotations", type=int, default=860_001)
     p.add_argument("--workers", type=int, default=2, help="loader worker processes")
     p.add_argument("--batch-size", type=int, default=2)
-    p.add_argument("--batches", type=int, default=40, help="timed loader batches")
+    p.add_argument("--batches", type=int, default=300,
+                   help="timed loader batches (after a warm-up batch per worker)")
     p.add_argument("--min-size", type=int, default=800)
     p.add_argument("--max-size", type=int, default=1333)
     p.add_argument("--eval-images", type=int, default=5000, help="evaluation split size")

@@ -149,8 +149,9 @@ def annotation_epoch(img_dir: str, ann_file: str, cache_dir: str) -> dict[str, f
 def loader_throughput(img_dir: str, ann_file: str, cache_dir: str, num_workers: int,
                       images_per_batch: int, num_batches: int, min_size: int,
                       max_size: int) -> dict[str, float]:
-    """images/s of ``num_batches`` training batches after one warm-up batch, the process
-    tree's PSS (main + workers) after the warm-up and at the end, bytes per image."""
+    """images/s of ``num_batches`` training batches after a warm-up batch from every worker
+    (each has started), the process tree's PSS (main + workers) after the warm-up and at
+    the end, bytes per image."""
     _fork_workers()
     dataset = CocoDetection(img_dir, ann_file, cache_dir=cache_dir)
     tf = build_train_transforms([min_size], max_size, flip_prob=0.5)
@@ -158,6 +159,8 @@ def loader_throughput(img_dir: str, ann_file: str, cache_dir: str, num_workers: 
                                 transforms=tf)
     it = iter(loader)
     first = next(it)
+    for _ in range(num_workers - 1):
+        next(it)
     start_mem, _ = tree_memory()
     t0 = time.perf_counter()
     images = 0

@@ -44,6 +44,7 @@ from torch.utils.data import DataLoader, get_worker_info
 from rfcn.data.collate import collate_detection
 from rfcn.data.interfaces import DetectionDataset, Transform
 from rfcn.data.mixing import SampleMixer
+from rfcn.data.process_memory import release_free_heap
 from rfcn.data.records import to_uint8_tensor
 from rfcn.data.sampler import SampleSpec, TrainBatchSampler, TrainSchedule, shard_range
 from rfcn.data.shared_slots import SlotMappings, SlotRing, pack_targets, unpack_targets
@@ -180,6 +181,7 @@ def iterate_forked(loader: DataLoader) -> Iterator[Any]:
     process, measured in tests/data/test_loader.py), as the gc module's documentation advises."""
     if loader.num_workers == 0:
         return iter(loader)
+    release_free_heap()  # free heap pages would stay resident, shared by every worker
     gc.freeze()
     try:
         return iter(loader)  # forks the workers now

@@ -6,6 +6,7 @@ import logging
 from itertools import islice
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from data_builders import good_coco_dataset
@@ -227,3 +228,36 @@ def test_a_collection_in_a_worker_copies_none_of_the_parents_objects() -> None:
     plain = next(iter(DataLoader(_CollectInWorker(), batch_size=None, num_workers=1)))
     assert plain > 20_000 and frozen < 5_000, (plain, frozen)
     assert len(heap) == 200_000 and gc.isenabled() and gc.get_freeze_count() == 0
+
+
+def _rss_kib() -> int:
+    with open("/proc/self/smaps_rollup") as f:
+        return sum(int(line.split()[1]) for line in f if line.startswith("Rss:"))
+
+
+class _WorkerRss(Dataset):
+    """Its one item: the worker's resident memory (KiB) just after it forked."""
+
+    def __len__(self) -> int:
+        return 1
+
+    def __getitem__(self, index: int) -> int:
+        return _rss_kib()
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps_rollup").exists(), reason="Linux /proc")
+def test_workers_fork_without_the_parents_free_heap() -> None:
+    import ctypes.util
+    libc = ctypes.util.find_library("c")
+    if not libc or not hasattr(ctypes.CDLL(libc), "malloc_trim"):
+        pytest.skip("glibc's malloc_trim")
+    # ~96 MiB of 64 KiB blocks on the C heap (below malloc's mmap threshold), all freed but
+    # the last: the heap keeps the freed pages resident (as after a training step's
+    # activations), and a worker forked then would share them
+    blocks = [np.ones(64 * 1024, np.uint8) for _ in range(1536)]
+    keep = blocks[-1]
+    del blocks
+    plain = next(iter(DataLoader(_WorkerRss(), batch_size=None, num_workers=1)))
+    trimmed = next(iterate_forked(DataLoader(_WorkerRss(), batch_size=None, num_workers=1)))
+    assert plain - trimmed > 48 * 1024, (plain, trimmed)
+    assert keep.sum() == 64 * 1024

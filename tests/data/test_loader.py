@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from rfcn.data import CocoDetection, TrainBatch, build_test_loader, build_train_loader
 from rfcn.data.loader import iterate_forked
+from rfcn.data.process_memory import memory_of
 from rfcn.data.transforms import build_train_transforms
 
 # 6 landscape and 4 portrait images
@@ -204,8 +205,7 @@ def test_pin_memory_option(good_ds) -> None:
 
 
 def _private_dirty_kib() -> int:
-    with open("/proc/self/smaps_rollup") as f:
-        return sum(int(line.split()[1]) for line in f if line.startswith("Private_Dirty:"))
+    return int(memory_of().private_dirty) // 1024
 
 
 class _CollectInWorker(Dataset):
@@ -230,11 +230,6 @@ def test_a_collection_in_a_worker_copies_none_of_the_parents_objects() -> None:
     assert len(heap) == 200_000 and gc.isenabled() and gc.get_freeze_count() == 0
 
 
-def _rss_kib() -> int:
-    with open("/proc/self/smaps_rollup") as f:
-        return sum(int(line.split()[1]) for line in f if line.startswith("Rss:"))
-
-
 class _WorkerRss(Dataset):
     """Its one item: the worker's resident memory (KiB) just after it forked."""
 
@@ -242,7 +237,7 @@ class _WorkerRss(Dataset):
         return 1
 
     def __getitem__(self, index: int) -> int:
-        return _rss_kib()
+        return int(memory_of().rss) // 1024
 
 
 @pytest.mark.skipif(not Path("/proc/self/smaps_rollup").exists(), reason="Linux /proc")

@@ -8,7 +8,8 @@ import pytest
 from numba import types
 
 
-@pytest.mark.parametrize("dtype", [types.float32, types.float64])
+@pytest.mark.parametrize("dtype", [types.float32,
+                                   pytest.param(types.float64, marks=pytest.mark.slow)])
 def test_deform_cuda_kernels_compile_to_ptx(dtype, compile_ptx):
     from rfcn.kernels import deform_psroi_cuda
 

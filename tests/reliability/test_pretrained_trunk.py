@@ -98,7 +98,8 @@ def _assert_same_weights_and_optimizer(want: dict, got: dict) -> None:
             assert torch.equal(t, got["optimizer"]["state"][k][name]), (k, name)
 
 
-@pytest.mark.parametrize("arch", list(BUILDER))
+@pytest.mark.parametrize(
+    "arch", ["resnet18", pytest.param("resnet50", marks=pytest.mark.slow)])
 def test_sigkill_then_resume_is_bit_exact(
     tmp_path: Path, synth_cache: Path, backbone_files, reference_runs, arch: str
 ) -> None:
@@ -209,6 +210,7 @@ def test_fine_tune_keeps_the_frozen_stages(
         _fresh_trainable("resnet18", backbone_files["resnet18"], 4)
 
 
+@pytest.mark.slow
 def test_two_process_ddp_resume_is_bit_exact(
     tmp_path: Path, synth_cache: Path, backbone_files
 ) -> None:

@@ -13,6 +13,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_bench_data_quick() -> None:
     proc = subprocess.run([sys.executable, str(REPO / "scripts" / "bench_data.py"), "--quick"],

@@ -31,6 +31,7 @@ def _run(script: str, *args: str) -> str:
     return proc.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_bench_detector_quick() -> None:
     out = _run("bench_detector.py")

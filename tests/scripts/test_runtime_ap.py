@@ -31,6 +31,7 @@ def _check(out: str, results: dict, runtimes: tuple[str, ...]) -> None:
     assert "not run" not in out
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_runtime_ap_quick(tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime")

@@ -30,7 +30,8 @@ def _detections(folder: Path) -> dict[str, list[dict]]:
     return {Path(r["file"]).name: r["detections"] for r in records}
 
 
-@pytest.mark.parametrize("fmt,runtime", [("onnx", "onnxruntime"), ("pt2", "pt2")])
+@pytest.mark.parametrize("fmt,runtime", [("onnx", "onnxruntime"),
+                                        pytest.param("pt2", "pt2", marks=pytest.mark.slow)])
 def test_exported_file_detects_like_the_checkpoint(tmp_path: Path, trained, fmt: str,
                                                    runtime: str) -> None:
     ckpt, images = trained

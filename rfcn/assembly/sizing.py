@@ -6,10 +6,12 @@ checkpoint's config and spec carry them and eval / infer / export use them), log
 returns them. Explicit values always win; the images per step (`solver.ims_per_batch`) are
 only lowered when the input size itself is automatic, the small objects need the pixels and
 the run (`train.max_iter` x processes) still sees every image `sizing.min_epochs` times.
-Zoom (small objects the budget cannot give enough pixels, rfcn.data.sizing): the test size
-`min_size` goes up to `sizing.max_zoom` times the training size, `train_min_sizes` stay around
-the training size and `aug.crop_prob=1` / `aug.crop_min_scale` are set; only when `min_size`
-and `train_min_sizes` are both `auto` and `aug.crop_prob` is left at 0.
+Zoom (small objects the budget cannot give enough pixels, rfcn.data.sizing): the training
+crops show the objects as at up to `sizing.max_zoom` times the training size (the anchors are
+fitted at that scale), the test size `min_size` is `sizing.zoom_test_factor` times that,
+`train_min_sizes` stay around the training size and `aug.crop_prob=1` / `aug.crop_min_scale`
+are set; only when `min_size` and `train_min_sizes` are both `auto` and `aug.crop_prob` is
+left at 0.
 """
 
 from __future__ import annotations
@@ -90,12 +92,14 @@ def _zoom(cfg: Any, choice: Any, auto: set[str]) -> dict[str, Any]:
                     "(%s)", choice.zoom, blocked)
         return {}
     aug.crop_prob, aug.crop_min_scale = 1.0, float(choice.crop_min_scale)
-    logger.info("auto sizing: zoom x%.2f for the small objects: test at %d px, train on "
-                "random crops (aug.crop_prob=1, aug.crop_min_scale=%g) resized around %d px "
-                "(sizing.max_zoom=1 switches it off)", choice.zoom, choice.min_size,
-                choice.crop_min_scale, choice.train_size)
-    return {"train_size": choice.train_size, "aug.crop_prob": 1.0,
-            "aug.crop_min_scale": float(choice.crop_min_scale)}
+    logger.info("auto sizing: zoom for the small objects: train on random crops "
+                "(aug.crop_prob=1, aug.crop_min_scale=%g) resized around %d px, which show "
+                "objects as at %d px; test at %d px (x%g that, sizing.zoom_test_factor; "
+                "sizing.max_zoom=1 switches the zoom off)", choice.crop_min_scale,
+                choice.train_size, choice.anchor_size or choice.min_size, choice.min_size,
+                round(choice.min_size / (choice.anchor_size or choice.min_size), 2))
+    return {"train_size": choice.train_size, "anchor_size": choice.anchor_size,
+            "aug.crop_prob": 1.0, "aug.crop_min_scale": float(choice.crop_min_scale)}
 
 
 def _auto_input_size(cfg: Any, stats: Any, kept: np.ndarray, budget: SizingBudget,
@@ -110,7 +114,7 @@ def _auto_input_size(cfg: Any, stats: Any, kept: np.ndarray, budget: SizingBudge
     zoom = _zoom(cfg, choice, auto)
     if choice.train_size and not zoom:  # no zoom: test at the training size
         choice = dataclasses.replace(choice, min_size=choice.train_size, train_size=0,
-                                     crop_min_scale=None,
+                                     crop_min_scale=None, anchor_size=0,
                                      scale=choice.scale / choice.zoom,
                                      small_object_px=choice.small_object_px / choice.zoom)
     logger.info("auto sizing: shorter side %d px (x%.2f of the median image; the %g-th "
@@ -165,6 +169,7 @@ def apply_auto_sizing(cfg: Any, dataset: Any) -> dict[str, Any]:
     chosen = _auto_input_size(cfg, stats, kept, budget, auto) if "min_size" in auto else {}
     min_size = int(chosen.get("min_size", model_cfg.get("min_size") or ImageSpec().min_size))
     train_size = int(chosen.pop("train_size", min_size))
+    anchor_size = int(chosen.pop("anchor_size", 0) or min_size)  # the scale the model trains at
     if "train_min_sizes" in auto:
         chosen["train_min_sizes"] = sorted({_round8(train_size * f)
                                             for f in TRAIN_SCALE_FACTORS})
@@ -180,7 +185,7 @@ def apply_auto_sizing(cfg: Any, dataset: Any) -> dict[str, Any]:
     max_size = int(chosen.get("max_size", model_cfg.get("max_size") or
                               max(ImageSpec().max_size, min_size)))
     if auto & {"anchor_sizes", "aspect_ratios"}:
-        wh = stats.scaled_box_sizes(min_size, max_size)[kept]
+        wh = stats.scaled_box_sizes(anchor_size, max_size)[kept]
         chosen.update(_auto_anchors(model_cfg, auto, wh))
     for key, value in chosen.items():
         if key in AUTO_KEYS:

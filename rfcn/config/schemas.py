@@ -194,6 +194,7 @@ class SizingConfig:
     # random crops resized to the training size (aug.crop_*; 1: off)
     max_zoom: float = 1.4
     zoom_min_epochs: float = 10.0  # ... only when every image is seen this many times
+    zoom_test_factor: float = 1.3  # zoom: test at this x the crops' middle scale
 
 
 @dataclass

@@ -75,20 +75,27 @@ def test_small_objects_in_large_photos_get_pixels_within_the_budget() -> None:
 
 
 def test_small_objects_under_the_budget_are_zoomed_within_max_zoom() -> None:
-    """BCCD-like photos (640x480, small objects ~43 px): the budget trains at 160 px, the
-    model tests at 1.4x that (224 px) and trains on crops whose side fractions run from
-    (160/224)^2 ~ 0.5 to 1; the pixels per step stay the budget's."""
+    """BCCD-like photos (640x480, small objects ~43 px): the budget trains at 160 px on
+    crops whose side fractions run from (160/224)^2 ~ 0.5 to 1, which show the objects as
+    at 224 px (1.4x: max_zoom; the anchors are fitted there); the model tests at 1.3x
+    that (zoom_test_factor: 291 -> 288 px); the pixels per step stay the budget's."""
     rng = np.random.default_rng(2)
     sides = np.concatenate([_boxes(rng, 300, 45), _boxes(rng, 3000, 100)])
     hw = np.tile([480, 640], (300, 1))
     choice = choose_size(hw, sides, 4, train_steps=1600)
-    assert (choice.train_size, choice.min_size, choice.crop_min_scale) == (160, 224, 0.5)
-    assert choice.zoom == pytest.approx(1.4)
+    assert (choice.train_size, choice.anchor_size, choice.crop_min_scale) == (160, 224, 0.5)
+    assert choice.min_size == 288 and choice.zoom == pytest.approx(1.8)
+    at_middle = choose_size(hw, sides, 4, SizingBudget(zoom_test_factor=1.0), train_steps=1600)
+    assert (at_middle.min_size, at_middle.anchor_size, at_middle.crop_min_scale) == \
+        (224, 224, 0.5)
+    capped = choose_size(hw, sides, 4, SizingBudget(zoom_test_factor=9.0), train_steps=1600)
+    assert capped.min_size == SizingBudget().max_short
     assert 4 * 160 * 160 * 640 / 480 <= SizingBudget().step_pixels
     off = choose_size(hw, sides, 4, SizingBudget(max_zoom=1.0), train_steps=1600)
-    assert (off.min_size, off.train_size, off.crop_min_scale) == (160, 0, None)
+    assert (off.min_size, off.train_size, off.crop_min_scale, off.anchor_size) == \
+        (160, 0, None, 0)
     more = choose_size(hw, sides, 4, SizingBudget(max_zoom=3.0), train_steps=1600)
-    assert more.min_size >= 224 and more.small_object_px == pytest.approx(20.0, abs=1.5)
+    assert more.anchor_size >= 224 and more.small_object_px == pytest.approx(20.0 * 1.3, abs=2)
     tiny = choose_size(hw, np.full(300, 8.0), 4, SizingBudget(max_zoom=3.0))
     assert tiny.scale <= SizingBudget().max_upscale  # the zoom never passes max_upscale
     big = choose_size(hw, _boxes(rng, 3000, 200), 4, train_steps=1600)

@@ -96,8 +96,8 @@ def _zoom(cfg: Any, choice: Any, auto: set[str]) -> dict[str, Any]:
                 "(aug.crop_prob=1, aug.crop_min_scale=%g) resized around %d px, which show "
                 "objects as at %d px; test at %d px (x%g that, sizing.zoom_test_factor; "
                 "sizing.max_zoom=1 switches the zoom off)", choice.crop_min_scale,
-                choice.train_size, choice.anchor_size or choice.min_size, choice.min_size,
-                round(choice.min_size / (choice.anchor_size or choice.min_size), 2))
+                choice.train_size, choice.anchor_size, choice.min_size,
+                round(choice.min_size / choice.anchor_size, 2))
     return {"train_size": choice.train_size, "anchor_size": choice.anchor_size,
             "aug.crop_prob": 1.0, "aug.crop_min_scale": float(choice.crop_min_scale)}
 

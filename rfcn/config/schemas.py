@@ -190,8 +190,8 @@ class SizingConfig:
     max_upscale: float = 2.0
     min_short: int = 128
     max_short: int = 800
-    # small objects under the budget: test at up to this x the training size, train on
-    # random crops resized to the training size (aug.crop_*; 1: off)
+    # small objects under the budget: train on random crops resized to the training size
+    # that show the objects as at up to this x the training size (aug.crop_*; 1: off)
     max_zoom: float = 1.4
     zoom_min_epochs: float = 10.0  # ... only when every image is seen this many times
     zoom_test_factor: float = 1.3  # zoom: test at this x the crops' middle scale

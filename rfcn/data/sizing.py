@@ -29,8 +29,8 @@ YOLO, within a compute budget.
   finds small objects better a little above their middle training scale). On BCCD's
   checkpoint trained with crops around 224 px, testing at 1.3x (288 px) gave AP +0.033 and
   Platelets +0.09; on a 300-image set of scripts/make_alt_dataset.py, zoomed 200 -> 256 px,
-  AP +0.031 (README). Anchors are fitted at the
-  middle scale (`SizingChoice.anchor_size`), the scale the model trains at.
+  AP +0.031 (README). Anchors are fitted at the middle scale (`SizingChoice.anchor_size`),
+  the scale the model trains at.
 - Anchors: octave sizes (powers of two) over the 1st..99th percentile of the resized box
   sides, ratios (0.5, 1, 2) widened only for strongly elongated boxes (`choose_anchors`);
   `anchor_coverage` is the share of boxes some anchor of the same centre overlaps with
@@ -63,7 +63,7 @@ class SizingBudget:
     max_upscale: float = 2.0
     min_short: int = 128
     max_short: int = 800
-    max_zoom: float = 1.4  # test size / training size at most, for small objects (1: off)
+    max_zoom: float = 1.4  # the crops' middle scale / training size at most (1: no zoom)
     zoom_min_epochs: float = 10.0  # ... only on runs that see every image this many times
     zoom_test_factor: float = 1.3  # zoom: test size / the crops' middle scale (1: test at it)
 
@@ -134,8 +134,7 @@ def choose_size(
     if test == min_size or epochs < budget.zoom_min_epochs:
         return SizingChoice(min_size, max_size, ims_per_batch, scale, small * scale, notes)
     crop = max(0.1, round((min_size / test) ** 2 / 0.05) * 0.05)
-    final = min(_round_to(test * max(budget.zoom_test_factor, 1.0), 8), budget.max_short)
-    final = max(final, test)
+    final = max(test, min(_round_to(test * budget.zoom_test_factor, 8), budget.max_short))
     return SizingChoice(final, _round_to(final * aspect, 8), ims_per_batch, final / short,
                         small * final / short, notes, train_size=min_size,
                         crop_min_scale=round(crop, 2), anchor_size=test)

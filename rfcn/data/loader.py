@@ -26,12 +26,14 @@ much as decoding the image); workers fork with the parent's heap frozen (`iterat
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import gc
 import logging
 import os
 import random
 import signal
+import weakref
 from collections.abc import Iterator, Sequence
 from functools import partial
 from typing import Any, NamedTuple
@@ -184,9 +186,29 @@ def iterate_forked(loader: DataLoader) -> Iterator[Any]:
     release_free_heap()  # free heap pages would stay resident, shared by every worker
     gc.freeze()
     try:
-        return iter(loader)  # forks the workers now
+        it = iter(loader)  # forks the workers now
     finally:
         gc.unfreeze()
+    _LIVE_ITERATORS.add(it)
+    return it
+
+
+# Iterators whose workers may still run. Workers ignore SIGTERM (`_init_worker`), so the
+# terminate() with which multiprocessing's own exit hook ends daemonic children would not end
+# them, and its join() would wait forever: a script or a crashed process that exits with a
+# loader iterator still referenced (by a global, or the traceback of an uncaught exception)
+# would hang. This hook, registered after multiprocessing's and so run before it, asks them
+# to stop the way the iterator's own shutdown does.
+_LIVE_ITERATORS: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+@atexit.register
+def _shut_down_live_workers() -> None:
+    for it in list(_LIVE_ITERATORS):
+        shutdown = getattr(it, "_shutdown_workers", None)
+        if shutdown is not None:
+            with contextlib.suppress(Exception):
+                shutdown()
 
 
 class _FailureLog:

@@ -256,3 +256,34 @@ def test_workers_fork_without_the_parents_free_heap() -> None:
     trimmed = next(iterate_forked(DataLoader(_WorkerRss(), batch_size=None, num_workers=1)))
     assert plain - trimmed > 48 * 1024, (plain, trimmed)
     assert keep.sum() == 64 * 1024
+
+
+_EXIT_SCRIPT = """
+import sys
+from rfcn.data import CocoDetection, build_test_loader, build_train_loader
+ds = CocoDetection(sys.argv[1], sys.argv[2])
+train = iter(build_train_loader(ds, 2, seed=0, num_workers=2))
+batch = next(train)
+test = iter(build_test_loader(ds, 1, num_workers=1))
+next(test)
+print("batch", len(batch.images), flush=True)
+if sys.argv[3] == "raise":
+    raise RuntimeError("a crash with the loaders' workers still running")
+"""
+
+
+@pytest.mark.parametrize("how", ["return", "raise"])
+def test_a_process_exits_with_its_loaders_workers_still_running(tmp_path: Path,
+                                                                how: str) -> None:
+    """Workers ignore SIGTERM (the main process handles it), so multiprocessing's exit hook
+    cannot terminate them: a script that leaves a loader iterator alive, or dies of an
+    uncaught exception while its traceback holds one, must still end (it used to hang)."""
+    import subprocess
+    import sys
+    script = tmp_path / "exit.py"
+    script.write_text(_EXIT_SCRIPT)
+    img_dir, ann = good_coco_dataset(tmp_path / "data", SIZES)
+    r = subprocess.run([sys.executable, str(script), str(img_dir), str(ann), how],
+                       capture_output=True, text=True, timeout=120)
+    assert "batch 2" in r.stdout, r.stderr[-2000:]
+    assert r.returncode == (0 if how == "return" else 1), r.stderr[-2000:]

@@ -2,7 +2,8 @@
 devkit's protocol) evaluators with their metric names and tables, error analysis and reports.
 
     from rfcn.evaluation import CocoEvaluator, evaluate_model, format_metrics
-    metrics = evaluate_model(model, dataset, CocoEvaluator(dataset), device, num_workers=2)
+    metrics = evaluate_model(model, dataset, CocoEvaluator.from_dataset(dataset), device,
+                             num_workers=2)
     print(format_metrics(metrics))
 """
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import subprocess
+import sys
 from itertools import islice
 from pathlib import Path
 
@@ -278,8 +280,6 @@ def test_a_process_exits_with_its_loaders_workers_still_running(tmp_path: Path,
     """Workers ignore SIGTERM (the main process handles it), so multiprocessing's exit hook
     cannot terminate them: a script that leaves a loader iterator alive, or dies of an
     uncaught exception while its traceback holds one, must still end (it used to hang)."""
-    import subprocess
-    import sys
     script = tmp_path / "exit.py"
     script.write_text(_EXIT_SCRIPT)
     img_dir, ann = good_coco_dataset(tmp_path / "data", SIZES)
